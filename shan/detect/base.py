@@ -1,0 +1,70 @@
+"""The one interface every region extractor implements (toy-world detector, Bottom-Up-Attention).
+
+An extractor turns images into *regions*: boxes in the original image's pixel coordinates, one
+feature vector per region (what SHAN's image encoder reads), and human-readable class / attribute
+labels for the demo. SHAN only ever sees ``Regions.features`` (and a mask when padded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+from PIL import Image
+
+
+@dataclass
+class Regions:
+    """Detected regions of one image.
+
+    Attributes:
+        boxes: ``(R, 4)`` float, ``x1, y1, x2, y2`` in pixels of the *original* image.
+        features: ``(R, D)`` float, the region features (``D = extractor.feature_dim``).
+        scores: ``(R,)`` float, detection confidence of each region's class.
+        labels: ``R`` class names.
+        attributes: ``R`` attribute names (colour in the toy world; VG attributes for BUTD).
+        attribute_scores: ``(R,)`` float, confidence of each attribute.
+        image_size: ``(width, height)`` of the original image.
+    """
+
+    boxes: torch.Tensor
+    features: torch.Tensor
+    scores: torch.Tensor
+    labels: list[str]
+    attributes: list[str]
+    attribute_scores: torch.Tensor
+    image_size: tuple[int, int] = (0, 0)
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def to(self, device: torch.device | str) -> "Regions":
+        return Regions(
+            boxes=self.boxes.to(device),
+            features=self.features.to(device),
+            scores=self.scores.to(device),
+            labels=list(self.labels),
+            attributes=list(self.attributes),
+            attribute_scores=self.attribute_scores.to(device),
+            image_size=self.image_size,
+            extra=dict(self.extra),
+        )
+
+
+@runtime_checkable
+class RegionExtractor(Protocol):
+    """Image(s) -> :class:`Regions`. Implementations: ``shan.detect.toy``, ``shan.detect.butd``.
+
+    ``min_regions`` / ``max_regions`` bound how many regions are returned per image (set both equal
+    for a fixed count such as BUTD's k = 36). Fewer detections than ``min_regions`` are topped up with
+    the next-best candidates so the count is honoured whenever the image has that many candidates.
+    """
+
+    feature_dim: int
+    device: torch.device
+
+    def extract(self, images: Sequence[Image.Image]) -> list[Regions]:
+        """RGB PIL images (any size) -> one :class:`Regions` per image, in order."""
+        ...
