@@ -1,0 +1,373 @@
+"""Retrieval metrics (SCAN-family convention) and all-pairs scoring of a split.
+
+Conventions, identical to SCAN / VSE++ ``evaluation.py``:
+
+* ``sims`` is ``(N, 5N)``: image ``i``'s ground-truth captions are columns ``5i .. 5i+4``.
+* i2t: the rank of an image is the best (smallest) rank among its 5 captions.
+  t2i: the rank of a caption is the rank of its image.
+* Ranks are reported **1-based** (rank 1 = retrieved first). ``R@K`` = percentage of queries with
+  rank ≤ K. ``medr`` = ``floor(median(rank))`` (SCAN's ``floor(median(rank0)) + 1``), ``meanr`` =
+  mean rank. rSum = the sum of the six recalls (i2t and t2i R@1, R@5, R@10).
+* **Ties.** SCAN orders candidates by ``np.argsort(scores)[::-1]``. With a *stable* ascending sort
+  reversed, tied scores end up in *descending index order*: among equal scores the candidate with
+  the larger column (caption) / row (image) index is ranked first. Here the rank of candidate ``j``
+  is computed exactly that way: ``rank(j) = 1 + #{l : s_l > s_j} + #{l > j : s_l == s_j}``. (SCAN
+  itself used numpy's default, unstable, quicksort, so its tie order was unspecified; this makes it
+  deterministic and equal to SCAN's whenever quicksort happened to be stable.) Example: a row
+  ``[1, 1, 1]`` ranks column 2 first, column 1 second, column 0 third.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shan.data.precomp import CAPS_PER_IMAGE, DataError, SplitArrays, load_split_arrays
+from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary
+
+Metrics = tuple[float, float, float, float, float]  # r1, r5, r10 (percent), medr, meanr (1-based)
+
+RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
+METRIC_KEYS = (
+    "i2t_r1",
+    "i2t_r5",
+    "i2t_r10",
+    "i2t_medr",
+    "i2t_meanr",
+    "t2i_r1",
+    "t2i_r5",
+    "t2i_r10",
+    "t2i_medr",
+    "t2i_meanr",
+)
+
+
+class EvaluationError(ValueError):
+    """A similarity matrix or split that cannot be evaluated (message says why)."""
+
+
+def _check_sims(sims: np.ndarray) -> np.ndarray:
+    sims = np.asarray(sims)
+    if sims.ndim != 2:
+        raise EvaluationError(f"sims must be a 2-d (N, 5N) matrix, got shape {sims.shape}")
+    n, m = sims.shape
+    if n == 0 or m != CAPS_PER_IMAGE * n:
+        raise EvaluationError(
+            f"sims must be (N, {CAPS_PER_IMAGE}N) with N >= 1 (caption c belongs to image c // 5), "
+            f"got shape {sims.shape}"
+        )
+    if not np.isfinite(sims).all():
+        raise EvaluationError("sims contains NaN or infinite values")
+    return sims
+
+
+def _positions(scores: np.ndarray) -> np.ndarray:
+    """0-based position of every column in each row's descending order (ties: larger index first).
+
+    Args:
+        scores: ``(R, C)``.
+
+    Returns:
+        ``(R, C)`` int64, ``pos[r, c]`` = rank0 of column ``c`` in row ``r``.
+    """
+    order = np.argsort(scores, axis=1, kind="stable")[:, ::-1]  # exactly SCAN's argsort[::-1]
+    pos = np.empty_like(order)
+    rows = np.arange(scores.shape[0])[:, None]
+    pos[rows, order] = np.arange(scores.shape[1])[None, :]
+    return pos
+
+
+def _summarise(ranks0: np.ndarray) -> Metrics:
+    """(r1, r5, r10, medr, meanr) from 0-based ranks (SCAN's formulas)."""
+    n = len(ranks0)
+    r1 = 100.0 * float((ranks0 < 1).sum()) / n
+    r5 = 100.0 * float((ranks0 < 5).sum()) / n
+    r10 = 100.0 * float((ranks0 < 10).sum()) / n
+    medr = float(math.floor(np.median(ranks0)) + 1)
+    meanr = float(ranks0.mean() + 1)
+    return r1, r5, r10, medr, meanr
+
+
+def i2t_ranks(sims: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    """1-based i2t rank of every image (its best ground-truth caption). ``sims``: ``(N, 5N)``."""
+    sims = _check_sims(sims)
+    n = sims.shape[0]
+    ranks = np.empty(n, dtype=np.int64)
+    for s in range(0, n, chunk):
+        rows = np.arange(s, min(s + chunk, n))
+        pos = _positions(sims[rows])
+        gt = CAPS_PER_IMAGE * rows[:, None] + np.arange(CAPS_PER_IMAGE)[None, :]
+        ranks[rows] = np.take_along_axis(pos, gt, axis=1).min(axis=1)
+    return ranks + 1
+
+
+def t2i_ranks(sims: np.ndarray, chunk: int = 5000) -> np.ndarray:
+    """1-based t2i rank of every caption (the rank of its image). ``sims``: ``(N, 5N)``."""
+    sims = _check_sims(sims)
+    m = sims.shape[1]
+    ranks = np.empty(m, dtype=np.int64)
+    for s in range(0, m, chunk):
+        cols = np.arange(s, min(s + chunk, m))
+        pos = _positions(np.ascontiguousarray(sims[:, cols].T))
+        ranks[cols] = pos[np.arange(len(cols)), cols // CAPS_PER_IMAGE]
+    return ranks + 1
+
+
+def i2t(sims: np.ndarray, return_ranks: bool = False) -> Any:
+    """Image → text retrieval: ``(r1, r5, r10, medr, meanr)`` (recalls in percent, ranks 1-based).
+
+    Args:
+        sims: ``(N, 5N)`` image × caption similarities.
+        return_ranks: also return the ``(N,)`` 1-based ranks.
+    """
+    ranks = i2t_ranks(sims)
+    out = _summarise(ranks - 1)
+    return (out, ranks) if return_ranks else out
+
+
+def t2i(sims: np.ndarray, return_ranks: bool = False) -> Any:
+    """Text → image retrieval: ``(r1, r5, r10, medr, meanr)`` (recalls in percent, ranks 1-based).
+
+    Args:
+        sims: ``(N, 5N)`` image × caption similarities (not transposed).
+        return_ranks: also return the ``(5N,)`` 1-based ranks.
+    """
+    ranks = t2i_ranks(sims)
+    out = _summarise(ranks - 1)
+    return (out, ranks) if return_ranks else out
+
+
+def metrics_from_sims(sims: np.ndarray) -> dict[str, float]:
+    """All ten metrics plus ``rsum`` as a flat dict (keys in :data:`METRIC_KEYS`)."""
+    a, b = i2t(sims), t2i(sims)
+    out = {f"i2t_{k}": v for k, v in zip(("r1", "r5", "r10", "medr", "meanr"), a)}
+    out.update({f"t2i_{k}": v for k, v in zip(("r1", "r5", "r10", "medr", "meanr"), b)})
+    out["rsum"] = sum(out[k] for k in RECALL_KEYS)
+    return out
+
+
+def fold5_summary(per_fold: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over folds, and rSum = the sum of the six *mean* recalls.
+
+    (rSum of the means equals the mean of the per-fold rSums.) The known peer bug printed
+    ``6 × mean(i2t recalls)`` as rSum and shifted the labels by one; this takes each metric by name.
+    """
+    if not per_fold:
+        raise EvaluationError("fold5_summary needs at least one fold")
+    out = {k: float(np.mean([f[k] for f in per_fold])) for k in METRIC_KEYS}
+    out["rsum"] = sum(out[k] for k in RECALL_KEYS)
+    return out
+
+
+def format_metrics(m: dict[str, float], title: str = "") -> str:
+    """Human-readable block: R@1/5/10, medr, meanr both ways, and rSum."""
+    lines = [title] if title else []
+    lines.append(
+        "Image→Text: R@1 {i2t_r1:.1f}  R@5 {i2t_r5:.1f}  R@10 {i2t_r10:.1f}  "
+        "medr {i2t_medr:.1f}  meanr {i2t_meanr:.1f}".format(**m)
+    )
+    lines.append(
+        "Text→Image: R@1 {t2i_r1:.1f}  R@5 {t2i_r5:.1f}  R@10 {t2i_r10:.1f}  "
+        "medr {t2i_medr:.1f}  meanr {t2i_meanr:.1f}".format(**m)
+    )
+    lines.append("rSum: {rsum:.1f}".format(**m))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a split with a model
+
+
+def _cat_embeddings(parts: list[Any]) -> Any:
+    """Concatenate ImageEmbeddings/TextEmbeddings-like dataclasses along dim 0 (padding dim 1)."""
+    if len(parts) == 1:
+        return parts[0]
+    import dataclasses
+
+    first = parts[0]
+    fields = [f.name for f in dataclasses.fields(first)]
+    merged = {}
+    for name in fields:
+        vals = [getattr(p, name) for p in parts]
+        if isinstance(vals[0], torch.Tensor):
+            if vals[0].dim() >= 2:
+                width = max(v.shape[1] for v in vals)
+                vals = [
+                    v
+                    if v.shape[1] == width
+                    else torch.nn.functional.pad(
+                        v, (0, 0) * (v.dim() - 2) + (0, width - v.shape[1])
+                    )
+                    for v in vals
+                ]
+            merged[name] = torch.cat(vals, dim=0)
+        else:
+            merged[name] = vals[0]
+    return type(first)(**merged)
+
+
+@torch.no_grad()
+def compute_sims(
+    model: torch.nn.Module,
+    feats: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor | None,
+    text_batch: TokenBatch,
+    device: torch.device | str = "cpu",
+    chunk: int = 256,
+    txt_chunk: int = 1024,
+    progress: bool = False,
+) -> np.ndarray:
+    """All image × caption SHAN scores.
+
+    Images are encoded once (in chunks of ``chunk``) and kept on ``device``; captions are encoded
+    and scored ``txt_chunk`` at a time with ``model.score(img, txt, img_chunk=chunk, ...)``.
+
+    Args:
+        model: a SHAN model (``encode_images``, ``encode_captions``, ``score``).
+        feats: ``(N, k, D)`` region features (numpy memory map is fine).
+        masks: ``(N, k)`` bool valid regions, or None (all valid).
+        text_batch: the ``M`` captions.
+        device: where to compute.
+        chunk: images per encoding/scoring chunk.
+        txt_chunk: captions per scoring call.
+        progress: show a tqdm bar over caption chunks.
+
+    Returns:
+        ``(N, M)`` float32 numpy array of total scores.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    n = int(feats.shape[0])
+    m = len(text_batch)
+    img_parts = []
+    for s in range(0, n, chunk):
+        f = torch.as_tensor(np.asarray(feats[s : s + chunk], dtype=np.float32)).to(device)
+        mk = None if masks is None else torch.as_tensor(np.asarray(masks[s : s + chunk])).to(device)
+        img_parts.append(model.encode_images(f, mk))
+    img = _cat_embeddings(img_parts)
+    out = np.empty((n, m), dtype=np.float32)
+    starts = range(0, m, txt_chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="scoring", unit="chunk")
+    for s in starts:
+        sub = text_batch.select(slice(s, s + txt_chunk)).to(device)
+        txt = model.encode_captions(sub.tokens, sub.lengths)
+        scores = model.score(img, txt, img_chunk=chunk, txt_chunk=min(txt_chunk, 128)).total
+        out[:, s : s + len(sub)] = scores.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def evaluate_arrays(
+    model: torch.nn.Module,
+    text: Vocabulary | TransformerTextProcessor,
+    arrays: SplitArrays,
+    fold5: bool = False,
+    device: torch.device | str = "cpu",
+    max_words: int | None = None,
+    chunk: int = 256,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on a loaded split (see :func:`evaluate_split` for the result)."""
+    if max_words is None:
+        max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
+    batch = text.encode_batch(arrays.captions, max_words)
+    sims = compute_sims(
+        model, arrays.feats, arrays.masks, batch, device=device, chunk=chunk, progress=progress
+    )
+    n = arrays.n_images
+    result: dict[str, Any] = {
+        "split": arrays.split,
+        "n_images": n,
+        "n_captions": len(arrays.captions),
+        "all": metrics_from_sims(sims),
+    }
+    if fold5:
+        fold = n // 5
+        if fold < 1:
+            raise EvaluationError(f"fold5 needs at least 5 images, the split has {n}")
+        folds = []
+        for i in range(5):
+            a, b = i * fold, (i + 1) * fold
+            folds.append(metrics_from_sims(sims[a:b, CAPS_PER_IMAGE * a : CAPS_PER_IMAGE * b]))
+        result["folds"] = folds
+        result["fold5"] = fold5_summary(folds)
+        result["fold_size"] = fold
+    return result
+
+
+def evaluate_split(
+    model: torch.nn.Module,
+    text: Vocabulary | TransformerTextProcessor,
+    root: str | Path,
+    name: str,
+    split: str,
+    fold5: bool = False,
+    device: torch.device | str = "cpu",
+    max_images: int | None = None,
+    chunk: int = 256,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``<root>/<name>_precomp/{split}``.
+
+    Flickr30K test: 1000 images → ``result["all"]``. COCO ``testall`` with ``fold5``: the 5000 ×
+    25000 matrix is scored once; ``result["fold5"]`` is COCO 1K (mean over the five 1000-image
+    folds, rSum from the mean recalls), ``result["all"]`` is COCO 5K. In general ``fold5`` uses five
+    folds of ``N // 5`` consecutive images.
+
+    Returns:
+        ``{"split", "n_images", "n_captions", "all": metrics, ["fold5": metrics, "folds": [...],
+        "fold_size": int]}``, metrics as in :func:`metrics_from_sims`.
+    """
+    img_dim = getattr(getattr(model, "cfg", None), "img_dim", None)
+    arrays = load_split_arrays(root, name, split, img_dim=img_dim, max_images=max_images)
+    return evaluate_arrays(
+        model, text, arrays, fold5=fold5, device=device, chunk=chunk, progress=progress
+    )
+
+
+def evaluate_checkpoint(
+    ckpt: str | Path,
+    data_root: str | Path,
+    name: str,
+    split: str,
+    fold5: bool = False,
+    device: torch.device | str = "cpu",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Load a checkpoint (directory or Hub repo id) and :func:`evaluate_split` it."""
+    from shan.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(ckpt, device=device)
+    result = evaluate_split(
+        loaded.model, loaded.text, data_root, name, split, fold5=fold5, device=device, **kwargs
+    )
+    result["checkpoint"] = str(loaded.path)
+    return result
+
+
+__all__ = [
+    "DataError",
+    "EvaluationError",
+    "METRIC_KEYS",
+    "RECALL_KEYS",
+    "compute_sims",
+    "evaluate_arrays",
+    "evaluate_checkpoint",
+    "evaluate_split",
+    "fold5_summary",
+    "format_metrics",
+    "i2t",
+    "i2t_ranks",
+    "metrics_from_sims",
+    "t2i",
+    "t2i_ranks",
+]
