@@ -1,0 +1,590 @@
+"""Image → regions → SHAN scores → per-step explanations: the demo's work, without any UI.
+
+:class:`DemoPipeline` holds the two models loaded once at start (a region extractor and a SHAN
+checkpoint) and answers two questions:
+
+* :meth:`DemoPipeline.match` — one image, up to :data:`MAX_CAPTIONS` captions: rank the captions
+  and explain every image–caption pair step by step (:class:`shan.explain.StepExplanation`).
+* :meth:`DemoPipeline.search` — several images, one caption: rank the images.
+
+Every result is a fresh object (no state kept between requests). User mistakes raise
+:class:`InputError` with a message meant to be shown as is; harmless fixes (too many captions, a
+huge image) are made and reported in the result's ``notices``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shan.detect.base import RegionExtractor, Regions
+from shan.explain import StepExplanation, from_model_explanation
+
+log = logging.getLogger(__name__)
+
+MAX_CAPTIONS = 10  # captions per match request
+MAX_CAPTION_CHARS = 400  # characters kept per caption (the model also cuts to max_words tokens)
+MAX_IMAGE_SIDE = 1024  # larger images are downscaled
+MIN_IMAGE_SIDE = 32  # smaller images are enlarged (nearest neighbour) so they can be shown
+MAX_SEARCH_IMAGES = 16
+
+
+class InputError(ValueError):
+    """Input the demo cannot use; the message says what to change and is safe to show."""
+
+
+class SetupError(RuntimeError):
+    """The models could not be loaded (missing checkpoint, bad detector weights, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Input cleaning
+
+
+def load_image(source: Any) -> tuple[Image.Image, list[str]]:
+    """Any image PIL can read → an RGB image of sensible size, plus notices about what was done.
+
+    Handles file paths, ``PIL.Image`` and numpy arrays; EXIF orientation (``exif_transpose``);
+    palette/alpha images (composited on white); 16-bit and float grey images (contrast-stretched
+    to 8 bit); images larger than :data:`MAX_IMAGE_SIDE` (downscaled) or smaller than
+    :data:`MIN_IMAGE_SIDE` (enlarged).
+
+    Raises:
+        InputError: no image given, or a file that is not an image PIL can read.
+    """
+    notices: list[str] = []
+    if source is None:
+        raise InputError("Please upload an image (or pick one of the examples).")
+    if isinstance(source, Image.Image):
+        im = source
+    elif isinstance(source, np.ndarray):
+        try:
+            im = Image.fromarray(source)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"This array is not an image ({source.dtype}, {source.shape}).") from err
+    else:
+        path = Path(str(source))
+        name = path.name
+        if not path.is_file():
+            raise InputError(f"Image file {name!r} was not found.")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(path)
+                im.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise InputError(f"{name!r} has too many pixels to process safely.") from err
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise InputError(
+                f"{name!r} is not an image this app can read (try a PNG or JPEG)."
+            ) from err
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+        notices.append("Animated image: only its first frame is used.")
+    try:
+        im = ImageOps.exif_transpose(im) or im
+    except Exception:  # a broken EXIF block is not worth failing for
+        log.debug("exif_transpose failed", exc_info=True)
+    im = _to_rgb(im)
+    w, h = im.size
+    if max(w, h) > MAX_IMAGE_SIDE:
+        im = im.copy()
+        im.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
+        notices.append(f"The image ({w}×{h}) was downscaled to {im.size[0]}×{im.size[1]}.")
+    elif min(w, h) < MIN_IMAGE_SIDE:
+        f = MIN_IMAGE_SIDE / min(w, h)
+        size = (min(MAX_IMAGE_SIDE, round(w * f)), min(MAX_IMAGE_SIDE, round(h * f)))
+        im = im.resize(size, Image.Resampling.NEAREST)
+        notices.append(
+            f"The image is tiny ({w}×{h}); it was enlarged to {size[0]}×{size[1]} — "
+            "expect little to be recognised."
+        )
+    return im, notices
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB: alpha on white, high-bit-depth grey contrast-stretched to 8 bit."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode.startswith("I") or mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        if im.mode == "RGB":
+            return im
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def parse_captions(
+    text: str | Sequence[str] | None, max_captions: int = MAX_CAPTIONS
+) -> tuple[list[str], list[str]]:
+    """One caption per line → cleaned captions and notices.
+
+    Blank lines are dropped, whitespace collapsed; more than ``max_captions`` keeps the first ones;
+    a caption longer than :data:`MAX_CAPTION_CHARS` characters is cut.
+
+    Raises:
+        InputError: no caption left.
+    """
+    if text is None:
+        lines: list[str] = []
+    elif isinstance(text, str):
+        lines = text.splitlines()
+    else:
+        lines = [str(t) for t in text]
+    caps = [" ".join(line.split()) for line in lines]
+    caps = [c for c in caps if c]
+    if not caps:
+        raise InputError("Please enter at least one caption (one per line).")
+    notices = []
+    if len(caps) > max_captions:
+        notices.append(
+            f"{len(caps)} captions given; only the first {max_captions} are scored."
+        )
+        caps = caps[:max_captions]
+    for i, c in enumerate(caps):
+        if len(c) > MAX_CAPTION_CHARS:
+            caps[i] = c[:MAX_CAPTION_CHARS]
+            notices.append(f"Caption {i + 1} is very long; only its first {MAX_CAPTION_CHARS} "
+                           "characters are used.")
+    return caps, notices
+
+
+def region_names(regions: Regions) -> list[str]:
+    """``"red ball"``-style names: attribute + class (either may be empty)."""
+    names = []
+    for i in range(len(regions)):
+        label = regions.labels[i] if i < len(regions.labels) else ""
+        attr = regions.attributes[i] if i < len(regions.attributes) else ""
+        name = " ".join(p for p in (str(attr).strip(), str(label).strip()) if p)
+        names.append(name or f"region {i}")
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class MatchResult:
+    """One image scored against several captions.
+
+    Attributes:
+        image: the RGB image the regions refer to (after cleaning).
+        regions: the detector's output (CPU tensors).
+        region_labels: ``k`` names (``attribute class``).
+        captions: ``M`` captions as scored.
+        scores: ``(M, 4)`` columns ``total, l2l, g2l, g2g``.
+        order: caption indices, best first.
+        explanations: ``M`` per-step explanations, in caption order.
+        notices: things the user should know (cut captions, unknown words, ...).
+        timings: seconds spent in ``detect``, ``score``, ``explain``.
+    """
+
+    image: Image.Image
+    regions: Regions
+    region_labels: list[str]
+    captions: list[str]
+    scores: np.ndarray
+    order: list[int]
+    explanations: list[StepExplanation]
+    notices: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """One caption scored against several images.
+
+    Attributes:
+        caption: the caption as scored.
+        images: ``N`` RGB images; ``names``: their file names.
+        scores: ``(N, 4)`` columns ``total, l2l, g2l, g2g``.
+        order: image indices, best first.
+        best: explanation of the best image with the caption.
+        best_image: that image.
+    """
+
+    caption: str
+    images: list[Image.Image]
+    names: list[str]
+    scores: np.ndarray
+    order: list[int]
+    best: StepExplanation
+    best_image: Image.Image
+    notices: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU → :class:`SetupError`."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SetupError("--device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def detector_from_extra(extra: dict | None, checkpoint_dir: Path) -> tuple[str | None, str | None]:
+    """The detector a checkpoint names in its ``config.json`` extra: ``(kind, weights path)``.
+
+    ``weights`` is resolved relative to the checkpoint directory.
+    """
+    det = (extra or {}).get("detector") or {}
+    kind = det.get("kind")
+    weights = det.get("weights")
+    if weights is not None and not Path(weights).is_absolute():
+        weights = str((checkpoint_dir / weights).resolve())
+    return kind, weights
+
+
+class DemoPipeline:
+    """SHAN + a region extractor, loaded once, used read-only by every request.
+
+    Args:
+        model: a :class:`shan.model.shan.SHAN` in eval mode (``explain``, ``score``,
+            ``encode_images``, ``encode_captions``).
+        text: the checkpoint's text processor (``encode_batch(texts, max_words) -> TokenBatch``).
+        extractor: any :class:`shan.detect.base.RegionExtractor`.
+        device: where the model runs.
+        description: a line saying what was loaded (shown in the app).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        text: Any,
+        extractor: RegionExtractor,
+        device: torch.device | str = "cpu",
+        description: str = "",
+    ) -> None:
+        self.model = model.eval()
+        self.text = text
+        self.extractor = extractor
+        self.device = torch.device(device)
+        self.cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
+        self.max_words = int(getattr(self.cfg, "max_words", 64))
+        self.step_weights = tuple(getattr(self.cfg, "step_weights", (1.0, 1.0, 1.0)))
+        self.enabled = {
+            "l2l": bool(getattr(self.cfg, "use_l2l", True)),
+            "g2l": bool(getattr(self.cfg, "use_g2l", True)),
+            "g2g": bool(getattr(self.cfg, "use_g2g", True)),
+        }
+        self.description = description
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        detector: str | None = None,
+        detector_weights: str | Path | None = None,
+        device: str = "auto",
+    ) -> DemoPipeline:
+        """Load a SHAN checkpoint (local dir or Hub repo id) and its region extractor.
+
+        The detector defaults to the checkpoint's ``config.json`` extra
+        ``{"detector": {"kind": ..., "weights": ...}}``; ``detector``/``detector_weights`` override.
+
+        Raises:
+            SetupError: with a one-line reason.
+        """
+        from shan.checkpoint import load_checkpoint
+        from shan.detect.factory import KINDS, build_extractor
+
+        dev = resolve_device(device)
+        text = str(checkpoint)
+        if not Path(text).is_dir() and not _looks_like_hub_id(text):
+            raise SetupError(
+                f"checkpoint {text!r} not found (expected a directory with model.safetensors "
+                "and config.json, or a Hugging Face Hub repo id owner/name)"
+            )
+        try:
+            loaded = load_checkpoint(text, device=dev)
+        except Exception as err:  # one line for the user, the rest in the log
+            log.debug("load_checkpoint failed", exc_info=True)
+            raise SetupError(f"could not load checkpoint {text!r}: {_one_line(err)}") from err
+        kind, weights = detector_from_extra(getattr(loaded, "extra", {}), Path(loaded.path))
+        kind = detector or kind
+        weights = str(detector_weights) if detector_weights is not None else weights
+        if kind is None:
+            raise SetupError(
+                f"checkpoint {text!r} names no detector; pass --detector {{{','.join(KINDS)}}} "
+                "and --detector-weights"
+            )
+        if weights is None:
+            raise SetupError(f"no weights for the {kind!r} detector; pass --detector-weights")
+        try:
+            extractor = build_extractor(kind, weights, device=dev)
+        except Exception as err:
+            log.debug("build_extractor failed", exc_info=True)
+            raise SetupError(f"could not load the {kind!r} detector: {_one_line(err)}") from err
+        desc = f"SHAN checkpoint `{loaded.path}` · detector `{kind}` · device `{dev}`"
+        return cls(loaded.model, loaded.text, extractor, dev, description=desc)
+
+    # ---- steps ------------------------------------------------------------------------------
+
+    def detect(self, images: Sequence[Image.Image]) -> list[Regions]:
+        """Run the region extractor; results on CPU.
+
+        Raises:
+            InputError: an image has no region.
+        """
+        regions = [r.to("cpu") for r in self.extractor.extract(list(images))]
+        for i, r in enumerate(regions):
+            if len(r) == 0:
+                which = "this image" if len(regions) == 1 else f"image {i + 1}"
+                raise InputError(f"The detector found no regions in {which}.")
+        return regions
+
+    def _encode_text(self, captions: list[str]) -> Any:
+        return self.text.encode_batch(captions, self.max_words)
+
+    def _text_notices(self, batch: Any, captions: list[str]) -> list[str]:
+        notices = []
+        for m in range(len(captions)):
+            name = f"Caption {m + 1}" if len(captions) > 1 else "The caption"
+            if batch.truncated[m]:
+                notices.append(f"{name} is longer than {self.max_words} tokens; the rest is ignored.")
+            unk = [w for w, u in zip(batch.words[m], batch.unknown[m]) if u]
+            if unk and len(unk) == len(batch.words[m]):
+                notices.append(
+                    f"{name}: none of its words is in the model's vocabulary "
+                    "(its score means little)."
+                )
+            elif unk:
+                shown = ", ".join(f"“{w}”" for w in dict.fromkeys(unk))
+                notices.append(f"{name}: unknown words {shown} (marked with ? below).")
+        return notices
+
+    @torch.inference_mode()
+    def _score(self, regions: list[Regions], batch: Any) -> np.ndarray:
+        """All image × caption scores: ``(N, M, 4)`` with ``total, l2l, g2l, g2g``."""
+        k = max(len(r) for r in regions)
+        dim = int(regions[0].features.shape[1])
+        feats = torch.zeros(len(regions), k, dim)
+        mask = torch.zeros(len(regions), k, dtype=torch.bool)
+        for i, r in enumerate(regions):
+            feats[i, : len(r)] = r.features.float()
+            mask[i, : len(r)] = True
+        img = self.model.encode_images(feats.to(self.device), mask.to(self.device))
+        txt = self.model.encode_captions(batch.to(self.device))
+        s = self.model.score(img, txt)
+        return torch.stack([s.total, s.l2l, s.g2l, s.g2g], dim=-1).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _explain(self, regions: Regions, batch: Any, m: int, caption: str, image: Image.Image):
+        feats = regions.features.float().to(self.device)
+        length = int(batch.lengths[m])
+        tokens = batch.tokens[m, :length].to(self.device)
+        expl = self.model.explain(feats, None, tokens, length)
+        return from_model_explanation(
+            expl,
+            caption=caption,
+            words=batch.words[m],
+            unknown=batch.unknown[m],
+            truncated=bool(batch.truncated[m]),
+            boxes=regions.boxes,
+            region_labels=region_names(regions),
+            image_size=image.size,
+            step_weights=self.step_weights,
+            enabled=self.enabled,
+        )
+
+    # ---- the two questions -----------------------------------------------------------------
+
+    def match(self, image: Any, captions: str | Sequence[str]) -> MatchResult:
+        """Rank captions for one image and explain every pair.
+
+        Args:
+            image: anything :func:`load_image` takes.
+            captions: one per line (str) or a list.
+
+        Raises:
+            InputError: unusable image or no caption.
+        """
+        caps, cap_notes = parse_captions(captions)
+        img, notices = load_image(image)
+        notices += cap_notes
+        t0 = time.perf_counter()
+        regions = self.detect([img])[0]
+        t1 = time.perf_counter()
+        batch = self._encode_text(caps)
+        notices += self._text_notices(batch, caps)
+        scores = self._score([regions], batch)[0]
+        t2 = time.perf_counter()
+        expls = [self._explain(regions, batch, m, caps[m], img) for m in range(len(caps))]
+        t3 = time.perf_counter()
+        order = [int(i) for i in np.argsort(-scores[:, 0], kind="stable")]
+        return MatchResult(
+            image=img,
+            regions=regions,
+            region_labels=region_names(regions),
+            captions=caps,
+            scores=scores,
+            order=order,
+            explanations=expls,
+            notices=notices,
+            timings={"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2},
+        )
+
+    def search(self, images: Sequence[Any], caption: str) -> SearchResult:
+        """Rank images for one caption; explain the best pair.
+
+        Unreadable files are skipped with a notice; more than :data:`MAX_SEARCH_IMAGES` keeps the
+        first ones.
+
+        Raises:
+            InputError: no readable image, or no caption.
+        """
+        caps, notices = parse_captions(caption, max_captions=1)
+        if caption is not None and isinstance(caption, str) and len(caption.strip().splitlines()) > 1:
+            notices = [n for n in notices if "only the first" not in n]
+            notices.append("Search uses one caption: only the first line is used.")
+        items = [x for x in (images or []) if x is not None]
+        if not items:
+            raise InputError("Please upload at least one image to search.")
+        if len(items) > MAX_SEARCH_IMAGES:
+            notices.append(f"{len(items)} images given; only the first {MAX_SEARCH_IMAGES} are used.")
+            items = items[:MAX_SEARCH_IMAGES]
+        pics, names = [], []
+        for x in items:
+            name = Path(str(x)).name if not isinstance(x, (Image.Image, np.ndarray)) else "image"
+            try:
+                im, notes = load_image(x)
+            except InputError as err:
+                notices.append(f"Skipped: {err}")
+                continue
+            pics.append(im)
+            names.append(name)
+            notices += [f"{name}: {n}" for n in notes]
+        if not pics:
+            raise InputError("None of the uploaded files is an image this app can read.")
+        t0 = time.perf_counter()
+        regions = self.detect(pics)
+        t1 = time.perf_counter()
+        batch = self._encode_text(caps)
+        notices += self._text_notices(batch, caps)
+        scores = self._score(regions, batch)[:, 0, :]
+        t2 = time.perf_counter()
+        order = [int(i) for i in np.argsort(-scores[:, 0], kind="stable")]
+        b = order[0]
+        best = self._explain(regions[b], batch, 0, caps[0], pics[b])
+        t3 = time.perf_counter()
+        return SearchResult(
+            caption=caps[0],
+            images=pics,
+            names=names,
+            scores=scores,
+            order=order,
+            best=best,
+            best_image=pics[b],
+            notices=notices,
+            timings={"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2},
+        )
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    """``owner/name`` that is not a local path (its first part is no local directory)."""
+    parts = text.split("/")
+    return (
+        len(parts) == 2
+        and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", p) for p in parts)
+        and not Path(parts[0]).is_dir()
+    )
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# Examples
+
+
+@dataclass
+class Example:
+    """One shipped example: an image, its true captions and a hard negative caption."""
+
+    image: str
+    captions: list[str]
+    hard_negative: str | None = None
+
+    @property
+    def all_captions(self) -> list[str]:
+        return self.captions + ([self.hard_negative] if self.hard_negative else [])
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Read ``assets/examples.json``; image paths are resolved relative to the JSON's folder.
+
+    Accepts a list of objects (or ``{"examples": [...]}``) with ``image`` (or ``file``/``path``),
+    ``captions`` (or ``true_captions``) and ``hard_negative`` (or ``negative``/``hard_negatives``).
+    Entries whose image file is missing are skipped. A missing file gives ``[]``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return []
+    data = json.loads(p.read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data = data.get("examples", [])
+    out = []
+    for item in data:
+        img = item.get("image") or item.get("file") or item.get("path")
+        if not img:
+            continue
+        img_path = Path(img)
+        if not img_path.is_absolute():
+            cand = p.parent / img_path
+            img_path = cand if cand.exists() else Path.cwd() / img_path
+        if not img_path.is_file():
+            log.warning("example image %s not found; skipped", img_path)
+            continue
+        caps = item.get("captions") or item.get("true_captions") or []
+        if isinstance(caps, str):
+            caps = [caps]
+        neg = item.get("hard_negative") or item.get("negative") or item.get("hard_negatives")
+        if isinstance(neg, list):
+            neg = neg[0] if neg else None
+        out.append(Example(str(img_path), [str(c) for c in caps], str(neg) if neg else None))
+    return out
+
+
+__all__ = [
+    "DemoPipeline",
+    "Example",
+    "InputError",
+    "MatchResult",
+    "SearchResult",
+    "SetupError",
+    "load_examples",
+    "load_image",
+    "parse_captions",
+    "region_names",
+    "resolve_device",
+]

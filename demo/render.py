@@ -1,0 +1,387 @@
+"""Pictures for the demo, drawn with matplotlib's object API (``Figure`` + ``FigureCanvasAgg``).
+
+Never ``pyplot``: every call builds its own ``Figure`` and returns a fresh ``uint8`` RGB numpy
+array, so nothing is shared between concurrent requests. The numbers come from
+:mod:`shan.explain`; this module only draws them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+HEAT_CMAP = "inferno"  # attention heatmaps over the photo
+MATRIX_CMAP = "viridis"  # word × region matrix
+STEP_COLORS = {"l2l": "#1f77b4", "g2l": "#ff7f0e", "g2g": "#2ca02c", "total": "#444444"}
+STEP_LABELS = {
+    "l2l": "S_L2L (step 1)",
+    "g2l": "S_G2L (step 2)",
+    "g2g": "S_G2G (step 3)",
+    "total": "S (final)",
+}
+DPI = 100
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A new figure with its own Agg canvas (inches at :data:`DPI`)."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_array(fig: Figure) -> np.ndarray:
+    """Draw ``fig`` and return its pixels as a fresh ``(H, W, 3)`` uint8 array."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "Glyph ... missing from font" for CJK captions
+        canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def shorten(text: str, width: int = 40) -> str:
+    """Cut ``text`` to ``width`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _image_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+def _resize_heat(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Stretch an ``(h, w)`` map to ``size = (width, height)`` (nearest: keep box edges sharp)."""
+    img = Image.fromarray(np.asarray(heat, dtype=np.float32), mode="F")
+    return np.asarray(img.resize(size, Image.Resampling.NEAREST), dtype=np.float32)
+
+
+def overlay(
+    image: Image.Image,
+    heat: np.ndarray,
+    cmap: str = HEAT_CMAP,
+    alpha: float = 0.6,
+    max_side: int = 320,
+) -> np.ndarray:
+    """Fast colour-mapped heat over a (downscaled) photo, without axes: a thumbnail.
+
+    Args:
+        image: the photo.
+        heat: ``(h, w)`` values in [0, 1] covering the whole photo.
+        alpha: opacity of the colour map.
+        max_side: longer side of the result in pixels.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    photo = image.convert("RGB")
+    photo.thumbnail((max_side, max_side))
+    base = np.asarray(photo, dtype=np.float32) / 255.0
+    h = np.clip(_resize_heat(heat, photo.size), 0.0, 1.0)
+    colour = colormaps[cmap](h)[..., :3]
+    out = (1 - alpha) * base + alpha * colour
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def _draw_box(ax, box: Sequence[float], color: str, label: str | None, lw: float = 2.0) -> None:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=lw))
+    if label:
+        ax.text(
+            x1 + 2,
+            y1 + 2,
+            label,
+            color="white",
+            fontsize=8,
+            va="top",
+            ha="left",
+            bbox={"facecolor": color, "alpha": 0.85, "pad": 1.5, "edgecolor": "none"},
+        )
+
+
+def _photo_axes(fig: Figure, image: Image.Image, rect=None):
+    ax = fig.add_axes(rect or (0.0, 0.0, 1.0, 1.0))
+    ax.imshow(_image_array(image), interpolation="bilinear")
+    ax.set_axis_off()
+    return ax
+
+
+def _fig_size_for(image: Image.Image, width: float, extra_h: float = 0.0) -> tuple[float, float]:
+    w, h = image.size
+    return width, max(1.5, width * h / max(w, 1)) + extra_h
+
+
+def regions_image(
+    image: Image.Image,
+    boxes: np.ndarray,
+    labels: Sequence[str],
+    scores: Sequence[float] | None = None,
+    max_boxes: int = 20,
+    width: float = 6.0,
+) -> np.ndarray:
+    """The detector's regions: boxes with ``"#i attribute class 0.93"`` labels over the photo.
+
+    Only the ``max_boxes`` most confident regions are drawn (region ``#i`` keeps its index so it
+    can be found in the word × region matrix).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    k = len(boxes)
+    conf = np.ones(k) if scores is None else np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-conf, kind="stable")[:max_boxes]
+    fig = _figure(*_fig_size_for(image, width, 0.35))
+    ax = _photo_axes(fig, image, (0.0, 0.0, 1.0, 0.93))
+    palette = colormaps["tab20"]
+    for rank, i in enumerate(order):
+        text = f"#{i} {labels[i]}" + ("" if scores is None else f" {conf[i]:.2f}")
+        _draw_box(ax, boxes[i], palette(rank % 20), text)
+    ax.set_xlim(0, image.size[0])
+    ax.set_ylim(image.size[1], 0)
+    shown = f"{len(order)} of {k}" if k > len(order) else f"{k}"
+    fig.suptitle(f"Detected regions ({shown}): #index attribute class confidence", fontsize=10)
+    return to_array(fig)
+
+
+def heatmap_image(
+    image: Image.Image,
+    heat: np.ndarray,
+    title: str,
+    boxes: np.ndarray | None = None,
+    top: Sequence[tuple[int, float]] = (),
+    labels: Sequence[str] = (),
+    cbar_label: str = "attention (relative to the peak)",
+    cmap: str = HEAT_CMAP,
+    alpha: float = 0.6,
+    width: float = 6.0,
+) -> np.ndarray:
+    """A heatmap over the photo with a colour bar; the ``top`` regions outlined and labelled.
+
+    Args:
+        heat: ``(h, w)`` map in [0, 1] covering the photo (see :func:`shan.explain.box_heatmap`).
+        top: ``[(region index, weight), ...]`` to outline.
+        labels: region names, indexed by region.
+    """
+    fig = _figure(*_fig_size_for(image, width, 0.5))
+    ax = _photo_axes(fig, image, (0.0, 0.0, 0.86, 0.9))
+    w, h = image.size
+    ax.imshow(
+        np.asarray(heat, dtype=np.float32),
+        cmap=cmap,
+        alpha=alpha,
+        vmin=0.0,
+        vmax=1.0,
+        extent=(0, w, h, 0),
+        interpolation="nearest",
+    )
+    if boxes is not None:
+        for rank, (i, wt) in enumerate(top):
+            name = labels[i] if i < len(labels) else ""
+            _draw_box(ax, boxes[i], "#00c8ff", f"{rank + 1}. #{i} {name} ({wt:.2f})", lw=1.8)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    cax = fig.add_axes((0.88, 0.08, 0.03, 0.75))
+    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=cmap), cax=cax)
+    cb.set_label(cbar_label, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    return to_array(fig)
+
+
+def matrix_image(
+    weights: np.ndarray,
+    words: Sequence[str],
+    region_labels: Sequence[str],
+    title: str,
+    highlight_word: int | None = None,
+    max_regions: int = 20,
+    cbar_label: str = "β (each column sums to 1)",
+) -> np.ndarray:
+    """The word × region attention matrix (regions as rows, words as columns) with a colour bar.
+
+    Only the ``max_regions`` regions with the largest total weight are shown as rows (in region
+    order), so the matrix stays readable with 36 BUTD regions.
+    """
+    mat = np.asarray(weights, dtype=np.float64)
+    k, n = mat.shape
+    rows = np.arange(k)
+    if k > max_regions:
+        rows = np.sort(np.argsort(-mat.sum(1), kind="stable")[:max_regions])
+    sub = mat[rows]
+    width = min(11.0, 2.6 + 0.45 * n)
+    height = min(9.0, 1.4 + 0.28 * len(rows))
+    fig = _figure(width, height)
+    ax = fig.add_axes((0.28, 0.22, 0.6, 0.68))
+    im = ax.imshow(sub, cmap=MATRIX_CMAP, aspect="auto", vmin=0.0, vmax=max(float(sub.max()), 1e-9))
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([shorten(w, 14) for w in words], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"#{i} {shorten(region_labels[i], 18)}" for i in rows], fontsize=7)
+    ax.set_xlabel("words of the caption", fontsize=8)
+    ax.set_ylabel("image regions", fontsize=8)
+    if highlight_word is not None and 0 <= highlight_word < n:
+        ax.add_patch(
+            Rectangle(
+                (highlight_word - 0.5, -0.5), 1, len(rows), fill=False, edgecolor="red", lw=2
+            )
+        )
+    cax = fig.add_axes((0.9, 0.22, 0.025, 0.68))
+    cb = fig.colorbar(im, cax=cax)
+    cb.set_label(cbar_label, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    note = f" (top {len(rows)} of {k} regions)" if len(rows) < k else ""
+    fig.suptitle(title + note, fontsize=10)
+    return to_array(fig)
+
+
+def scores_chart(
+    captions: Sequence[str],
+    scores: np.ndarray,
+    title: str = "Scores per caption (best first)",
+) -> np.ndarray:
+    """Grouped horizontal bars: final score S and the three step scores for every caption.
+
+    Args:
+        captions: ``M`` captions, already in the order to show (best first).
+        scores: ``(M, 4)`` columns ``total, l2l, g2l, g2g``.
+    """
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
+    m = len(captions)
+    keys = ("total", "l2l", "g2l", "g2g")
+    fig = _figure(7.5, 1.2 + 0.75 * m)
+    ax = fig.add_axes((0.36, 0.14 if m > 2 else 0.25, 0.6, 0.72 if m > 2 else 0.55))
+    bar_h = 0.2
+    y = np.arange(m)
+    for c, key in enumerate(keys):
+        ax.barh(
+            y + (c - 1.5) * bar_h,
+            sc[:, c],
+            height=bar_h,
+            color=STEP_COLORS[key],
+            label=STEP_LABELS[key],
+        )
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{i + 1}. {shorten(t, 42)}" for i, t in enumerate(captions)], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("score (steps are cosine similarities in [-1, 1]; S is their weighted sum)")
+    ax.xaxis.label.set_size(8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=7, loc="lower right", ncol=2, framealpha=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return to_array(fig)
+
+
+def word_weights_chart(
+    words: Sequence[str],
+    gamma: np.ndarray,
+    txt_pool: np.ndarray,
+    title: str = "Step 2 on the words",
+) -> np.ndarray:
+    """Two bars per word: γ (image context → word attention) and the text pooling weight."""
+    n = len(words)
+    fig = _figure(min(11.0, 2.5 + 0.55 * n), 3.2)
+    ax = fig.add_axes((0.1, 0.3, 0.86, 0.55))
+    x = np.arange(n)
+    ax.bar(x - 0.2, gamma, width=0.4, color="#ff7f0e", label="γ: image context → word")
+    ax.bar(x + 0.2, txt_pool, width=0.4, color="#9467bd", label="text pooling weight (forms t_c)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([shorten(w, 14) for w in words], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("weight (each kind sums to 1)", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return to_array(fig)
+
+
+def context_regions_image(
+    image: Image.Image,
+    delta_heat: np.ndarray,
+    pool_heat: np.ndarray,
+    cmap: str = HEAT_CMAP,
+    alpha: float = 0.6,
+) -> np.ndarray:
+    """Step 2 on the image: δ (text context → regions) and the image pooling weights, side by side."""
+    w, h = image.size
+    panel_w = 4.2
+    panel_h = max(1.5, panel_w * h / max(w, 1))
+    fig = _figure(2 * panel_w + 0.9, panel_h + 0.8)
+    total_w = 2 * panel_w + 0.9
+    titles = (
+        "δ: text context t_c → regions",
+        "pooling weights that form the image context v_c",
+    )
+    for p, (heat, ttl) in enumerate(zip((delta_heat, pool_heat), titles)):
+        left = (p * panel_w) / total_w
+        ax = _photo_axes(fig, image, (left, 0.02, panel_w / total_w * 0.98, panel_h / (panel_h + 0.8)))
+        ax.imshow(
+            np.asarray(heat, dtype=np.float32),
+            cmap=cmap,
+            alpha=alpha,
+            vmin=0,
+            vmax=1,
+            extent=(0, w, h, 0),
+            interpolation="nearest",
+        )
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_title(ttl, fontsize=9)
+    cax = fig.add_axes(((2 * panel_w + 0.2) / total_w, 0.1, 0.15 / total_w, 0.7))
+    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=cmap), cax=cax)
+    cb.set_label("relative weight", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    return to_array(fig)
+
+
+def shares_chart(
+    contributions: dict[str, float],
+    shares: dict[str, float],
+    total: float,
+    title: str = "Step 3: how the final score is built",
+) -> np.ndarray:
+    """Each step's contribution ``w_s · S_s`` to the final score, with its share in percent."""
+    keys = ("l2l", "g2l", "g2g")
+    vals = [contributions.get(k, 0.0) for k in keys]
+    fig = _figure(7.0, 2.8)
+    ax = fig.add_axes((0.25, 0.2, 0.7, 0.62))
+    names = [STEP_LABELS[k] for k in keys] + [STEP_LABELS["total"]]
+    values = vals + [total]
+    colors = [STEP_COLORS[k] for k in keys] + [STEP_COLORS["total"]]
+    y = np.arange(4)
+    ax.barh(y, values, color=colors)
+    for yi, (k, v) in enumerate(zip([*keys, "total"], values)):
+        txt = f"{v:+.3f}" + (f"  ({100 * shares.get(k, 0):.0f}%)" if k != "total" else "")
+        ax.text(v, yi, " " + txt + " ", va="center", ha="left" if v >= 0 else "right", fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    lim = max(1e-3, max(abs(v) for v in values)) * 1.45
+    ax.set_xlim(-lim if min(values) < 0 else 0, lim)
+    ax.set_xlabel("contribution w·S to the final score (share of |w·S| in brackets)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return to_array(fig)
+
+
+__all__ = [
+    "HEAT_CMAP",
+    "context_regions_image",
+    "heatmap_image",
+    "matrix_image",
+    "overlay",
+    "regions_image",
+    "scores_chart",
+    "shares_chart",
+    "shorten",
+    "to_array",
+    "word_weights_chart",
+]

@@ -1,0 +1,131 @@
+"""Teaching texts shown beside each view of the demo (Markdown)."""
+
+from __future__ import annotations
+
+TITLE = "SHAN — how a model decides whether a caption fits a picture, step by step"
+
+INTRO = """\
+**SHAN** (*Step-Wise Hierarchical Alignment Network*, Ji, Chen & Wang, IJCAI 2021) scores how well a
+caption describes an image. It does not compare the whole image with the whole sentence in one go.
+It first cuts both into pieces — **regions** of the image (found by an object detector) and
+**words** of the caption — and aligns them in three steps, from small to big:
+
+| Step | Paper's name | What is compared | Score |
+|---|---|---|---|
+| 1 | **local-to-local** (fragment level) | every word ↔ every region | S_L2L |
+| 2 | **global-to-local** (context level) | the whole caption ↔ regions, the whole image ↔ words | S_G2L |
+| 3 | **global-to-global** (context level) | the whole image ↔ the whole caption | S_G2G |
+
+The final score is **S = S_L2L + S_G2L + S_G2G**. Higher means "this caption fits this image
+better". Try a true caption and a *hard negative* (a caption that is almost right, e.g. with the
+wrong colour) and see which step notices the difference.
+"""
+
+MATCH_HOWTO = """\
+**How to use:** upload an image (or click an example below), write up to 10 captions — one per
+line — and press **Match**. Then pick a caption and a word to see what the model looked at.
+"""
+
+RANKING = """\
+### The ranking
+Each caption gets the final score **S** and its three step scores. Each step score is a *cosine
+similarity* (from −1 to 1): 1 means "points the same way", 0 "unrelated". Captions are sorted
+best first. Words the model has never seen are marked with **?** — it treats them all as the same
+"unknown" word.
+"""
+
+REGIONS = """\
+### What the model sees: regions
+The detector turns the picture into boxes, each with a class, an attribute (here: a colour) and a
+confidence. SHAN never sees pixels — only one feature vector per box. Every later picture
+refers to these boxes by their number **#i**.
+"""
+
+STEP1 = """\
+### Step 1 · local-to-local alignment (fragment level)
+**What it computes.** For every word *j* and every region *i*, SHAN measures how similar they are
+(an *affinity*, a cosine). Each word then spreads its attention over the regions:
+**β[i, j]** = how much word *j* looks at region *i* (a softmax over the regions, so a word's
+attention adds up to 1). In the same way each region attends over the words (**α**). A word is
+*well aligned* when the regions it looks at really resemble it; averaging this over all words and
+regions gives **S_L2L**.
+
+**How to read the pictures.** The heatmap paints each region's β over its box (overlapping
+boxes add up) and scales the map so its brightest spot is 1: bright = the word looks here. The
+outlined boxes are the word's top 3 regions, with their β. The small maps show every word at
+once. The matrix below has one column per word and one row per region: each column is one word's
+attention (sums to 1). A sharp column (one bright cell) means the word found a clear match; a
+flat column means it is unsure.
+"""
+
+STEP2 = """\
+### Step 2 · global-to-local alignment (context level)
+**What it computes.** Each region is first blended with the words it attended to in step 1 (a
+learned *gate* decides how much), and likewise each word with its regions. Then the regions are
+pooled into one **image context** vector and the words into one **text context** vector — a
+weighted average, with learned *pooling weights*. Now each context looks at the *other* side's
+pieces:
+* the **text context → regions** attention **δ**: which regions fit the caption as a whole;
+* the **image context → words** attention **γ**: which words fit the image as a whole.
+
+**S_G2L** is the average of the two resulting cosines.
+
+**How to read the pictures.** Left heatmap: δ over the image (bright = the regions the whole
+caption points to). Right heatmap: the pooling weights, i.e. which regions make up the image
+context. Bar chart: for each word, γ (orange: how much the image attends to it) and its pooling
+weight in the text context (purple). Words with tall bars are the ones the sentence "is about".
+"""
+
+STEP3 = """\
+### Step 3 · global-to-global alignment (context level)
+**What it computes.** The image context is added to what it attended to in the caption (and the
+text context to what it attended to in the image). The two resulting vectors — one for the whole
+image, one for the whole caption — are compared with a single cosine: **S_G2G**.
+
+**How to read the picture.** The bars show what each step adds to the final score
+**S = w₁·S_L2L + w₂·S_G2L + w₃·S_G2G** (all weights 1 unless the checkpoint says otherwise), with
+each step's share of the total in brackets. A step with a *negative* bar pulls the score down:
+it found something that does not fit.
+"""
+
+SEARCH_HOWTO = """\
+**Search** turns the question around: upload several images (up to 16) and write **one**
+caption. SHAN scores every image against the caption and ranks them, best first. Below the
+ranking, the step-1 heatmaps show, for the best image, where each word of the caption looked.
+"""
+
+SEARCH_HEATMAPS = """\
+### Step 1 on the best image
+One small map per word: bright boxes are the regions that word attended to (β, scaled to the
+word's peak). If the caption is right for the image, each content word should light up a
+matching object.
+"""
+
+ABOUT = """\
+### About this demo
+* **Model.** An open re-implementation of SHAN (no official code was released). The shipped
+  model is trained on a synthetic *toy world* of simple coloured shapes, so it understands only
+  that world: colours, shapes and their positions. Real photos work when the app is started with
+  the Bottom-Up-Attention detector and a model trained on Flickr30K/COCO features.
+* **Regions.** SHAN reads one feature vector per detected box; the boxes, classes and
+  attributes shown are the detector's.
+* **Heatmaps.** Attention weights are per region; a heatmap paints each region's weight over its
+  box. They show *where the model looked*, which is not always *why* it decided.
+* **Scores** are cosine similarities in [−1, 1] per step; the final score is their weighted sum.
+  Scores compare captions for one image (or images for one caption); an absolute value has no
+  fixed meaning.
+"""
+
+__all__ = [
+    "ABOUT",
+    "INTRO",
+    "MATCH_HOWTO",
+    "RANKING",
+    "REGIONS",
+    "SEARCH_HEATMAPS",
+    "SEARCH_HOWTO",
+    "STEP1",
+    "STEP2",
+    "STEP3",
+    "TITLE",
+]
