@@ -1,0 +1,239 @@
+"""SHAN's input encoders: regions -> ``v_i`` and words -> ``t_j`` in the joint space of size ``d``.
+
+* :class:`ImageEncoder` — ``v_i = normalize(W_v f_i + b_v)`` for the ``k`` region features.
+* :class:`GRUTextEncoder` — the paper's text side: learnable word embedding (optionally concatenated
+  with frozen GloVe-format vectors, see :func:`load_glove`), bidirectional GRU, ``t_j`` = mean of
+  the two directions, L2-normalised.
+* :class:`TransformerTextEncoder` — **[choice]** any local BERT-family model directory
+  (``transformers.AutoModel``), last hidden states projected to ``d`` and L2-normalised.
+
+Every encoder returns padded positions as exact zeros together with a boolean mask (``True`` =
+real fragment); the alignment code masks them again, so padding never changes a score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class GloveFormatError(ValueError):
+    """A GloVe-format text file could not be parsed (the message names the file and line)."""
+
+
+def load_glove(path: str | Path, vocab_words: Sequence[str]) -> tuple[torch.Tensor, int]:
+    """Read a GloVe-format text file (``word v_1 ... v_D`` per line) for the given vocabulary.
+
+    Args:
+        path: the text file. A first line of exactly two integers (word2vec header) is skipped.
+        vocab_words: the vocabulary, index -> word (index 0 is the padding token).
+
+    Returns:
+        ``(vectors, dim)``: ``vectors`` is ``(len(vocab_words), dim)`` float32; words missing from
+        the file (looked up as written, then lower-cased) and the padding row 0 are zeros.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        GloveFormatError: a line has a different number of values than the first, a value is not a
+            number, or the file holds no vectors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GloVe file not found: {path}")
+    wanted: dict[str, list[int]] = {}
+    for idx, word in enumerate(vocab_words):
+        if idx == 0:
+            continue  # padding row stays zero
+        wanted.setdefault(word, []).append(idx)
+    lowered: dict[str, list[int]] = {}
+    for word, ids in wanted.items():
+        lowered.setdefault(word.lower(), []).extend(ids)
+
+    dim = 0
+    found: dict[int, torch.Tensor] = {}
+    exact: set[int] = set()
+    with path.open("r", encoding="utf-8", errors="strict") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            parts = line.rstrip("\n\r").rstrip(" ").split(" ")
+            if len(parts) == 1 and parts[0] == "":
+                continue  # blank line
+            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue  # word2vec-style header "count dim"
+            if len(parts) < 2:
+                raise GloveFormatError(f"{path}:{lineno}: expected 'word v1 v2 ...', got {line!r}")
+            if dim == 0:
+                dim = len(parts) - 1
+            elif len(parts) - 1 != dim:
+                raise GloveFormatError(
+                    f"{path}:{lineno}: {len(parts) - 1} values, but the first vector has {dim}"
+                )
+            word = parts[0]
+            ids_exact = wanted.get(word)
+            ids_lower = lowered.get(word.lower())
+            if ids_exact is None and ids_lower is None:
+                continue
+            try:
+                values = [float(x) for x in parts[1:]]
+            except ValueError as err:
+                raise GloveFormatError(f"{path}:{lineno}: non-numeric value ({err})") from None
+            if not all(math.isfinite(x) for x in values):
+                raise GloveFormatError(f"{path}:{lineno}: non-finite value in vector of {word!r}")
+            vec = torch.tensor(values, dtype=torch.float32)
+            for i in ids_exact or ():
+                found[i] = vec
+                exact.add(i)
+            for i in ids_lower or ():
+                if i not in exact:
+                    found.setdefault(i, vec)
+    if dim == 0:
+        raise GloveFormatError(f"{path}: no word vectors found")
+    vectors = torch.zeros(len(vocab_words), dim)
+    for i, vec in found.items():
+        vectors[i] = vec
+    return vectors, dim
+
+
+def _masked_normalize(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L2-normalise ``x (..., L, d)`` along ``d``; zero where ``mask (..., L)`` is False."""
+    return F.normalize(x, dim=-1).masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """``lengths (M,)`` -> boolean mask ``(M, max_len)`` (True for the first ``lengths[m]``)."""
+    positions = torch.arange(max_len, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+class ImageEncoder(nn.Module):
+    """Region features -> region embeddings: ``v_i = normalize(W_v f_i + b_v)``.
+
+    Input ``feats (N, k, img_dim)`` and optional ``mask (N, k)`` bool; output ``(N, k, d)`` with
+    padded regions set to zero.
+    """
+
+    def __init__(self, img_dim: int, embed_dim: int) -> None:
+        super().__init__()
+        self.img_dim = img_dim
+        self.fc = nn.Linear(img_dim, embed_dim)
+        r = math.sqrt(6.0) / math.sqrt(img_dim + embed_dim)  # Xavier, as in the SCAN family
+        nn.init.uniform_(self.fc.weight, -r, r)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if feats.dim() != 3 or feats.shape[-1] != self.img_dim:
+            raise ValueError(
+                f"image features must be (N, k, {self.img_dim}), got {tuple(feats.shape)}"
+            )
+        if mask is None:
+            mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
+        feats = feats.masked_fill(~mask.unsqueeze(-1), 0.0)  # garbage in padding never reaches v
+        return _masked_normalize(self.fc(feats), mask)
+
+
+class GRUTextEncoder(nn.Module):
+    """Word ids -> word embeddings ``t_j`` (the paper's text encoder).
+
+    ``x_j = [E w_j ; G w_j]`` (learnable ``E`` of ``word_dim``; frozen pretrained ``G`` when given),
+    bidirectional GRU, ``t_j = normalize((h_fwd_j + h_bwd_j) / 2)``.
+    Input ``tokens (M, n)`` long, ``lengths (M,)``; output ``(M, n, d)``, padded positions zero.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        word_dim: int,
+        embed_dim: int,
+        num_layers: int = 1,
+        pretrained: torch.Tensor | None = None,
+        pretrained_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2 (<pad>, <unk>, ...), got {vocab_size}")
+        self.embed_dim = embed_dim
+        self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+        with torch.no_grad():
+            self.embed.weight[0].zero_()
+        if pretrained is not None:
+            if pretrained.shape[0] != vocab_size:
+                raise ValueError(
+                    f"pretrained vectors: {pretrained.shape[0]} rows, vocabulary: {vocab_size}"
+                )
+            pretrained_dim = int(pretrained.shape[1])
+        self.pretrained_dim = pretrained_dim
+        if pretrained_dim > 0:
+            # frozen, but saved with the weights so a checkpoint does not need the GloVe file again
+            vecs = pretrained if pretrained is not None else torch.zeros(vocab_size, pretrained_dim)
+            self.register_buffer("pretrained", vecs.float().clone())
+        else:
+            self.pretrained = None
+        self.gru = nn.GRU(
+            word_dim + pretrained_dim,
+            embed_dim,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=True,
+        )
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        num, n = tokens.shape
+        if int(tokens.max()) >= self.embed.num_embeddings or int(tokens.min()) < 0:
+            raise ValueError(
+                f"token ids must lie in [0, {self.embed.num_embeddings}), "
+                f"got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        x = self.embed(tokens)
+        if self.pretrained is not None:
+            x = torch.cat([x, F.embedding(tokens, self.pretrained)], dim=-1)
+        packed = pack_padded_sequence(
+            x, lengths.detach().cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.gru(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=n)
+        out = (out[..., : self.embed_dim] + out[..., self.embed_dim :]) / 2
+        return _masked_normalize(out, lengths_to_mask(lengths.to(tokens.device), n))
+
+
+class TransformerTextEncoder(nn.Module):
+    """**[choice]** Token ids -> word-piece embeddings with a local BERT-family model.
+
+    ``t_j = normalize(W h_j + b)`` where ``h_j`` are the backbone's last hidden states.
+    Input ``tokens (M, n)`` (the model tokenizer's ids, padded), ``lengths (M,)``; output
+    ``(M, n, d)`` with padded positions zero.
+    """
+
+    def __init__(self, model_path: str | Path, embed_dim: int) -> None:
+        super().__init__()
+        path = Path(model_path) if model_path else None
+        if path is None or not path.is_dir():
+            raise FileNotFoundError(
+                f"transformer_path must be a local model directory (config.json + weights), "
+                f"got {model_path!r}"
+            )
+        from transformers import AutoModel  # heavy import, only when this encoder is used
+
+        self.backbone = AutoModel.from_pretrained(str(path))
+        hidden = int(self.backbone.config.hidden_size)
+        self.fc = nn.Linear(hidden, embed_dim)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = lengths_to_mask(lengths.to(tokens.device), tokens.shape[1])
+        hidden = self.backbone(input_ids=tokens, attention_mask=mask.long()).last_hidden_state
+        return _masked_normalize(self.fc(hidden), mask)
+
+
+__all__ = [
+    "GloveFormatError",
+    "load_glove",
+    "lengths_to_mask",
+    "ImageEncoder",
+    "GRUTextEncoder",
+    "TransformerTextEncoder",
+]

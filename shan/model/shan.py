@@ -1,0 +1,334 @@
+"""The SHAN module: encoders + the three alignment steps + batched, chunked all-pairs scoring.
+
+``S = w1 S_L2L + w2 S_G2L + w3 S_G2G`` (``ModelConfig.step_weights``; ``use_l2l`` / ``use_g2l`` /
+``use_g2g`` switch steps off for ablations — a disabled step's scores are zeros and do not count).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from shan.config import ModelConfig
+from shan.model.alignment import (
+    AlignmentParams,
+    ContextPooling,
+    FragmentAffinity,
+    GatedFusion,
+    align_pair,
+    prepare_captions,
+    prepare_images,
+    score_chunk,
+)
+from shan.model.encoders import (
+    GRUTextEncoder,
+    ImageEncoder,
+    TransformerTextEncoder,
+    lengths_to_mask,
+    load_glove,
+)
+
+
+class ImageEmbeddings(NamedTuple):
+    """``regions (N, k, d)`` unit rows (padding zero), ``mask (N, k)`` bool."""
+
+    regions: torch.Tensor
+    mask: torch.Tensor
+
+
+class TextEmbeddings(NamedTuple):
+    """``words (M, n, d)`` unit rows (padding zero), ``mask (M, n)`` bool."""
+
+    words: torch.Tensor
+    mask: torch.Tensor
+
+
+class StepScores(NamedTuple):
+    """All-pairs scores, each ``(N, M)``: ``total`` and the three steps (disabled steps: zeros)."""
+
+    total: torch.Tensor
+    l2l: torch.Tensor
+    g2l: torch.Tensor
+    g2g: torch.Tensor
+
+
+@dataclass
+class Explanation:
+    """Everything the demo shows for one image-caption pair (CPU tensors).
+
+    ``alpha (k, n)`` region -> word attention (softmax over words), ``beta (k, n)`` word -> region
+    attention (softmax over regions), ``img_pool (k,)`` / ``txt_pool (n,)`` context pooling weights,
+    ``gamma (n,)`` image context -> words, ``delta (k,)`` text context -> regions,
+    ``region_relevance (k,)`` R_v, ``word_relevance (n,)`` R_t, ``affinity (k, n)`` step-1 cosine
+    affinity, ``scores`` {"total", "l2l", "g2l", "g2g"} (disabled steps 0.0).
+    """
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    img_pool: torch.Tensor
+    txt_pool: torch.Tensor
+    gamma: torch.Tensor
+    delta: torch.Tensor
+    scores: dict[str, float]
+    region_relevance: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    word_relevance: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    affinity: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+
+def _as_tokens(batch: Any, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept a ``TokenBatch``-like object (``.tokens``, ``.lengths``) or ``(tokens, lengths)``."""
+    if hasattr(batch, "tokens") and hasattr(batch, "lengths"):
+        tokens, lengths = batch.tokens, batch.lengths
+    else:
+        tokens = batch
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"tokens must be a LongTensor (M, n) or a TokenBatch, got {type(batch)}")
+    if lengths is None:
+        raise ValueError("lengths (M,) are required when tokens are passed as a tensor")
+    lengths = torch.as_tensor(lengths, dtype=torch.long)
+    if tokens.dim() != 2 or lengths.shape != (tokens.shape[0],):
+        raise ValueError(
+            f"tokens must be (M, n) and lengths (M,), got {tuple(tokens.shape)} "
+            f"and {tuple(lengths.shape)}"
+        )
+    if tokens.shape[0] and (int(lengths.min()) < 1 or int(lengths.max()) > tokens.shape[1]):
+        raise ValueError(f"lengths must lie in [1, {tokens.shape[1]}], got {lengths.tolist()}")
+    return tokens.long(), lengths
+
+
+class SHAN(nn.Module):
+    """Step-Wise Hierarchical Alignment Network (Ji et al., IJCAI 2021).
+
+    Args:
+        cfg: the architecture. ``cfg.glove_path`` with ``vocab_words`` loads GloVe vectors (and sets
+            ``self.cfg.glove_dim``); without ``vocab_words`` a zero buffer of ``cfg.glove_dim``
+            columns is made, to be filled by ``load_state_dict`` (checkpoint loading).
+        vocab_words: index -> word of the GRU vocabulary (only needed to read a GloVe file).
+
+    ``self.cfg`` is a copy of ``cfg`` with ``glove_dim`` filled in: save *it* with the weights.
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_words: list[str] | None = None) -> None:
+        super().__init__()
+        cfg = copy.deepcopy(cfg)
+        if len(cfg.step_weights) != 3:
+            raise ValueError(f"step_weights needs 3 values, got {cfg.step_weights!r}")
+        if cfg.smooth <= 0:
+            raise ValueError(f"smooth (lambda) must be > 0, got {cfg.smooth}")
+        d = cfg.embed_dim
+        self.img_enc = ImageEncoder(cfg.img_dim, d)
+        if cfg.text_encoder == "gru":
+            pretrained = None
+            if cfg.glove_path and vocab_words is not None:
+                if len(vocab_words) != cfg.vocab_size:
+                    raise ValueError(
+                        f"vocab_words: {len(vocab_words)} entries, cfg.vocab_size: {cfg.vocab_size}"
+                    )
+                pretrained, cfg.glove_dim = load_glove(cfg.glove_path, vocab_words)
+            elif cfg.glove_path and cfg.glove_dim <= 0:
+                raise ValueError(
+                    "glove_path is set but glove_dim is unknown: pass vocab_words to read the file"
+                )
+            self.txt_enc: nn.Module = GRUTextEncoder(
+                cfg.vocab_size,
+                cfg.word_dim,
+                d,
+                num_layers=cfg.gru_layers,
+                pretrained=pretrained,
+                pretrained_dim=cfg.glove_dim if cfg.glove_path else 0,
+            )
+        elif cfg.text_encoder == "transformer":
+            self.txt_enc = TransformerTextEncoder(cfg.transformer_path or "", d)
+        else:
+            raise ValueError(
+                f"text_encoder must be 'gru' or 'transformer', got {cfg.text_encoder!r}"
+            )
+        self.cfg = cfg
+        self.affinity = FragmentAffinity(d)
+        self.fuse_img = GatedFusion(d)
+        self.fuse_txt = GatedFusion(d)
+        self.pool_img = ContextPooling(d)
+        self.pool_txt = ContextPooling(d)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def params(self) -> AlignmentParams:
+        return AlignmentParams(
+            self.affinity,
+            self.fuse_img,
+            self.fuse_txt,
+            self.pool_img,
+            self.pool_txt,
+            smooth=float(self.cfg.smooth),
+            mu=float(self.cfg.mu),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _combine(self, l2l: torch.Tensor, g2l: torch.Tensor, g2g: torch.Tensor) -> StepScores:
+        w1, w2, w3 = self.cfg.step_weights
+        c = self.cfg
+        l2l = l2l if c.use_l2l else torch.zeros_like(l2l)
+        g2l = g2l if c.use_g2l else torch.zeros_like(g2l)
+        g2g = g2g if c.use_g2g else torch.zeros_like(g2g)
+        total = w1 * l2l + w2 * g2l + w3 * g2g
+        return StepScores(total, l2l, g2l, g2g)
+
+    # ------------------------------------------------------------------ encoders
+    def encode_images(
+        self, feats: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> ImageEmbeddings:
+        """``feats (N, k, img_dim)``, ``mask (N, k)`` bool or None -> :class:`ImageEmbeddings`."""
+        if mask is None:
+            mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
+        mask = mask.to(device=feats.device, dtype=torch.bool)
+        if mask.shape != feats.shape[:2]:
+            raise ValueError(
+                f"mask {tuple(mask.shape)} does not match features {tuple(feats.shape)}"
+            )
+        if feats.shape[0] and not bool(mask.any(1).all()):
+            raise ValueError("every image needs at least one real region (mask row all False)")
+        return ImageEmbeddings(self.img_enc(feats.float(), mask), mask)
+
+    def encode_captions(self, batch: Any, lengths: torch.Tensor | None = None) -> TextEmbeddings:
+        """``TokenBatch`` (``.tokens (M, n)``, ``.lengths (M,)``) or ``tokens, lengths`` ->
+        :class:`TextEmbeddings` ``(M, n, d)``."""
+        tokens, lengths = _as_tokens(batch, lengths)
+        dev = self.device
+        tokens, lengths = tokens.to(dev), lengths.to(dev)
+        words = self.txt_enc(tokens, lengths)
+        return TextEmbeddings(words, lengths_to_mask(lengths, tokens.shape[1]))
+
+    # ------------------------------------------------------------------ scoring
+    def score(
+        self,
+        img: ImageEmbeddings,
+        txt: TextEmbeddings,
+        img_chunk: int = 16,
+        txt_chunk: int = 32,
+        grad_checkpoint: bool | None = None,
+    ) -> StepScores:
+        """Scores of all ``N x M`` image-caption pairs (fast batched path).
+
+        Work runs in chunks of ``img_chunk`` images x ``txt_chunk`` captions, so the per-pair
+        intermediates (``(img_chunk, txt_chunk, k + n, 2d)`` floats at most) are bounded by the
+        chunk sizes; the per-image and per-caption projections (about ``3 (N k + M n) d``
+        floats) are computed once. With gradients enabled each chunk is recomputed in the backward
+        pass (``grad_checkpoint``, default: on when gradients are enabled) to bound memory.
+
+        Returns:
+            :class:`StepScores` of ``(N, M)`` tensors.
+        """
+        v, vm = img
+        t, tm = txt
+        if v.dim() != 3 or t.dim() != 3 or v.shape[-1] != t.shape[-1]:
+            raise ValueError(
+                f"expected (N, k, d) and (M, n, d), got {tuple(v.shape)}, {tuple(t.shape)}"
+            )
+        if img_chunk < 1 or txt_chunk < 1:
+            raise ValueError("img_chunk and txt_chunk must be >= 1")
+        c = self.cfg
+        need_context = c.use_g2l or c.use_g2g
+        if not (c.use_l2l or need_context):
+            raise ValueError("all three steps are switched off (use_l2l/use_g2l/use_g2g)")
+        p = self.params
+        vm = vm.to(torch.bool)
+        tm = tm.to(torch.bool)
+        pi = prepare_images(v.float(), vm, p)
+        pc = prepare_captions(t.float(), tm, p)
+        if grad_checkpoint is None:
+            grad_checkpoint = torch.is_grad_enabled()
+        n_img, n_txt = len(pi), len(pc)
+        out = [v.new_zeros(n_img, n_txt) for _ in range(3)]
+        if grad_checkpoint:
+            out = [[] for _ in range(3)]  # type: ignore[misc]
+
+        def run(ci, ct):  # noqa: ANN001, ANN202
+            return score_chunk(ci, ct, p, c.use_l2l, need_context, c.use_g2g)
+
+        # captions outer: each caption block's tensors stay hot across the image chunks
+        for t0 in range(0, n_txt, txt_chunk):
+            ct = pc[t0 : t0 + txt_chunk]
+            row: list[list[torch.Tensor]] = [[], [], []]
+            for i0 in range(0, n_img, img_chunk):
+                ci = pi[i0 : i0 + img_chunk]
+                if grad_checkpoint:
+                    res = checkpoint(run, ci, ct, use_reentrant=False)
+                    for s, r in zip(row, res, strict=True):
+                        s.append(r)
+                else:
+                    for s, r in zip(out, run(ci, ct), strict=True):
+                        s[i0 : i0 + len(ci), t0 : t0 + len(ct)] = r
+            if grad_checkpoint:
+                for s, r in zip(out, row, strict=True):
+                    s.append(torch.cat(r, 0))  # type: ignore[attr-defined]
+        if grad_checkpoint:
+            out = [torch.cat(s, 1) for s in out]  # type: ignore[arg-type]
+        return self._combine(*out)
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        img_mask: torch.Tensor | None,
+        tokens: Any,
+        lengths: torch.Tensor | None = None,
+        **score_kwargs: Any,
+    ) -> torch.Tensor:
+        """Training: ``feats (B, k, F)``, ``img_mask (B, k)``, ``tokens (B, n)``, ``lengths (B,)``
+        -> ``(B, B)`` total scores (rows: images, columns: captions; diagonal = matching pairs)."""
+        img = self.encode_images(feats, img_mask)
+        txt = self.encode_captions(tokens, lengths)
+        return self.score(img, txt, **score_kwargs).total
+
+    @torch.no_grad()
+    def explain(
+        self,
+        feats: torch.Tensor,
+        img_mask: torch.Tensor | None,
+        tokens: torch.Tensor,
+        length: int,
+    ) -> Explanation:
+        """Every step's attention and score for one pair (reference implementation).
+
+        ``feats (k, img_dim)``, ``img_mask (k,)`` bool or None, ``tokens (n,)``, ``length`` real
+        words. Returned tensors are trimmed to the real words (``n = length``) but keep all ``k``
+        regions (padded regions get zero weights).
+        """
+        if feats.dim() != 2:
+            raise ValueError(
+                f"explain() takes one image's features (k, F), got {tuple(feats.shape)}"
+            )
+        tokens = torch.as_tensor(tokens).long().reshape(-1)
+        length = int(length)
+        if not 1 <= length <= tokens.numel():
+            raise ValueError(f"length must lie in [1, {tokens.numel()}], got {length}")
+        dev = self.device
+        mask = None if img_mask is None else img_mask.reshape(1, -1).to(dev)
+        img = self.encode_images(feats.to(dev).unsqueeze(0), mask)
+        txt = self.encode_captions(tokens[:length].unsqueeze(0).to(dev), torch.tensor([length]))
+        r = align_pair(img.regions[0], txt.words[0], img.mask[0], txt.mask[0], self.params)
+        s = self._combine(r["s_l2l"].view(1, 1), r["s_g2l"].view(1, 1), r["s_g2g"].view(1, 1))
+        scores = {name: float(getattr(s, name)) for name in ("total", "l2l", "g2l", "g2g")}
+        cpu = {k: val.detach().float().cpu() for k, val in r.items()}
+        return Explanation(
+            alpha=cpu["alpha"],
+            beta=cpu["beta"],
+            img_pool=cpu["img_pool"],
+            txt_pool=cpu["txt_pool"],
+            gamma=cpu["gamma"],
+            delta=cpu["delta"],
+            scores=scores,
+            region_relevance=cpu["r_v"],
+            word_relevance=cpu["r_t"],
+            affinity=cpu["affinity"],
+        )
+
+
+__all__ = ["SHAN", "StepScores", "Explanation", "ImageEmbeddings", "TextEmbeddings"]
