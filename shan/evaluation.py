@@ -183,32 +183,20 @@ def format_metrics(m: dict[str, float], title: str = "") -> str:
 # Scoring a split with a model
 
 
+def _pad_cat(vals: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along dim 0, zero-padding dim 1 (regions / words) to the widest part."""
+    if vals[0].dim() >= 2:
+        width = max(v.shape[1] for v in vals)
+        pad = [(0, 0) * (v.dim() - 2) + (0, width - v.shape[1]) for v in vals]
+        vals = [torch.nn.functional.pad(v, p) if p[-1] else v for v, p in zip(vals, pad)]
+    return torch.cat(vals, dim=0)
+
+
 def _cat_embeddings(parts: list[Any]) -> Any:
-    """Concatenate ImageEmbeddings/TextEmbeddings-like dataclasses along dim 0 (padding dim 1)."""
+    """Concatenate ``ImageEmbeddings`` (a NamedTuple of tensors) along the image dimension."""
     if len(parts) == 1:
         return parts[0]
-    import dataclasses
-
-    first = parts[0]
-    fields = [f.name for f in dataclasses.fields(first)]
-    merged = {}
-    for name in fields:
-        vals = [getattr(p, name) for p in parts]
-        if isinstance(vals[0], torch.Tensor):
-            if vals[0].dim() >= 2:
-                width = max(v.shape[1] for v in vals)
-                vals = [
-                    v
-                    if v.shape[1] == width
-                    else torch.nn.functional.pad(
-                        v, (0, 0) * (v.dim() - 2) + (0, width - v.shape[1])
-                    )
-                    for v in vals
-                ]
-            merged[name] = torch.cat(vals, dim=0)
-        else:
-            merged[name] = vals[0]
-    return type(first)(**merged)
+    return type(parts[0])(*(_pad_cat(list(vals)) for vals in zip(*parts)))
 
 
 @torch.no_grad()

@@ -1,0 +1,107 @@
+"""Evaluate a SHAN checkpoint on a precomputed split — ``shan-eval`` / ``python -m shan.evaluate``.
+
+Examples::
+
+    shan-eval --checkpoint runs/f30k/best --data-root data --name f30k --split test
+    shan-eval --checkpoint runs/coco/best --data-root data --name coco --split testall --fold5 \\
+        --json coco_results.json
+
+Prints R@1/5/10, median and mean rank in both directions and rSum. For COCO ``testall`` (5000
+images) ``--fold5`` prints COCO 1K (mean over five folds of 1000 images; rSum from the mean
+recalls) and COCO 5K (all images at once) from one scoring pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shan.checkpoint import CheckpointError, load_checkpoint
+from shan.data.precomp import DataError
+from shan.evaluation import EvaluationError, evaluate_split, format_metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shan-eval",
+        description="Image-text retrieval metrics of a SHAN checkpoint on a SCAN-format split.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or Hub repo id")
+    p.add_argument("--data-root", required=True, help="directory holding <name>_precomp/")
+    p.add_argument("--name", default="f30k", help="dataset name (f30k, coco, ...)")
+    p.add_argument("--split", default="test", help="split: test, testall, dev, ...")
+    p.add_argument(
+        "--fold5", action="store_true", help="also report the mean over 5 folds (COCO 1K)"
+    )
+    p.add_argument("--json", dest="json_out", help="write all metrics to this JSON file")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--chunk", type=int, default=256, help="images per scoring chunk")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("--device cuda requested but CUDA is not available")
+    return dev
+
+
+def report(result: dict[str, Any], name: str = "") -> str:
+    """The printed summary of an :func:`~shan.evaluation.evaluate_split` result."""
+    n, m = result["n_images"], result["n_captions"]
+    blocks = []
+    if "fold5" in result:
+        fs = result["fold_size"]
+        for i, fold in enumerate(result["folds"]):
+            blocks.append(format_metrics(fold, f"fold {i} ({fs} images)"))
+        label = f"{name} 1K" if name == "coco" and fs == 1000 else "5-fold mean"
+        blocks.append(format_metrics(result["fold5"], f"{label}: mean over 5 folds of {fs} images"))
+    label = f"{name} 5K" if name == "coco" and n == 5000 else "all"
+    blocks.append(format_metrics(result["all"], f"{label}: {n} images, {m} captions"))
+    return "\n\n".join(blocks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        device = _device(args.device)
+        loaded = load_checkpoint(args.checkpoint, device=device)
+        result = evaluate_split(
+            loaded.model,
+            loaded.text,
+            args.data_root,
+            args.name,
+            args.split,
+            fold5=args.fold5,
+            device=device,
+            max_images=args.max_images,
+            chunk=args.chunk,
+            progress=not args.no_progress,
+        )
+    except (CheckpointError, DataError, EvaluationError) as e:
+        print(f"shan-eval: error: {e}", file=sys.stderr)
+        return 2
+    result.update(
+        {"checkpoint": str(args.checkpoint), "name": args.name, "data_root": str(args.data_root)}
+    )
+    print(report(result, args.name))
+    if args.json_out:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
