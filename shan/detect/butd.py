@@ -304,7 +304,10 @@ class ButdExtractor:
             state["cell_anchors"] = caffe_ops.generate_anchors()
         else:
             raise WeightsError(f"{path}: {loaded.arch.num_anchors} anchors but none stored")
-        missing, unexpected = net.load_state_dict(state, strict=True, assign=True)
+        try:
+            net.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as e:  # cannot happen when the schema and the module agree
+            raise WeightsError(f"{path}: weights do not fit ButdNet: {e}") from e
         inf = inference or DEFAULT_INFERENCE
         if loaded.pixel_mean is not None and inference is None:
             inf = ButdInference(

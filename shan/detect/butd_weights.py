@@ -199,6 +199,10 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
             return _numpy_global(module, name)
         if module in ("builtins", "__builtin__") and name in self._BUILTINS:
             return getattr(__import__("builtins"), name)
+        if (module, name) == ("_codecs", "encode"):  # bytes in protocol-2 pickles
+            import codecs
+
+            return codecs.encode
         if (module, name) == ("collections", "OrderedDict"):
             from collections import OrderedDict
 
