@@ -72,7 +72,9 @@ def load_image(source: Any) -> tuple[Image.Image, list[str]]:
         try:
             im = Image.fromarray(source)
         except (TypeError, ValueError) as err:
-            raise InputError(f"This array is not an image ({source.dtype}, {source.shape}).") from err
+            raise InputError(
+                f"This array is not an image ({source.dtype}, {source.shape})."
+            ) from err
     else:
         path = Path(str(source))
         name = path.name
@@ -158,15 +160,15 @@ def parse_captions(
         raise InputError("Please enter at least one caption (one per line).")
     notices = []
     if len(caps) > max_captions:
-        notices.append(
-            f"{len(caps)} captions given; only the first {max_captions} are scored."
-        )
+        notices.append(f"{len(caps)} captions given; only the first {max_captions} are scored.")
         caps = caps[:max_captions]
     for i, c in enumerate(caps):
         if len(c) > MAX_CAPTION_CHARS:
             caps[i] = c[:MAX_CAPTION_CHARS]
-            notices.append(f"Caption {i + 1} is very long; only its first {MAX_CAPTION_CHARS} "
-                           "characters are used.")
+            notices.append(
+                f"Caption {i + 1} is very long; only its first {MAX_CAPTION_CHARS} "
+                "characters are used."
+            )
     return caps, notices
 
 
@@ -369,7 +371,9 @@ class DemoPipeline:
         for m in range(len(captions)):
             name = f"Caption {m + 1}" if len(captions) > 1 else "The caption"
             if batch.truncated[m]:
-                notices.append(f"{name} is longer than {self.max_words} tokens; the rest is ignored.")
+                notices.append(
+                    f"{name} is longer than {self.max_words} tokens; the rest is ignored."
+                )
             unk = [w for w, u in zip(batch.words[m], batch.unknown[m]) if u]
             if unk and len(unk) == len(batch.words[m]):
                 notices.append(
@@ -462,14 +466,20 @@ class DemoPipeline:
             InputError: no readable image, or no caption.
         """
         caps, notices = parse_captions(caption, max_captions=1)
-        if caption is not None and isinstance(caption, str) and len(caption.strip().splitlines()) > 1:
+        if (
+            caption is not None
+            and isinstance(caption, str)
+            and len(caption.strip().splitlines()) > 1
+        ):
             notices = [n for n in notices if "only the first" not in n]
             notices.append("Search uses one caption: only the first line is used.")
         items = [x for x in (images or []) if x is not None]
         if not items:
             raise InputError("Please upload at least one image to search.")
         if len(items) > MAX_SEARCH_IMAGES:
-            notices.append(f"{len(items)} images given; only the first {MAX_SEARCH_IMAGES} are used.")
+            notices.append(
+                f"{len(items)} images given; only the first {MAX_SEARCH_IMAGES} are used."
+            )
             items = items[:MAX_SEARCH_IMAGES]
         pics, names = [], []
         for x in items:

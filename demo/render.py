@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -19,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-HEAT_CMAP = "inferno"  # attention heatmaps over the photo
+HEAT_CMAP = "turbo"  # attention heatmaps over the photo: blue = ignored, red = attended
 MATRIX_CMAP = "viridis"  # word × region matrix
 STEP_COLORS = {"l2l": "#1f77b4", "g2l": "#ff7f0e", "g2g": "#2ca02c", "total": "#444444"}
 STEP_LABELS = {
@@ -90,7 +91,9 @@ def overlay(
     return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
-def _draw_box(ax, box: Sequence[float], color: str, label: str | None, lw: float = 2.0) -> None:
+def _draw_box(
+    ax, box: Sequence[float], color: Any, label: str | None, lw: float = 2.0, label_bg: Any = None
+) -> None:
     x1, y1, x2, y2 = (float(v) for v in box)
     ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=lw))
     if label:
@@ -102,20 +105,68 @@ def _draw_box(ax, box: Sequence[float], color: str, label: str | None, lw: float
             fontsize=8,
             va="top",
             ha="left",
-            bbox={"facecolor": color, "alpha": 0.85, "pad": 1.5, "edgecolor": "none"},
+            clip_on=True,
+            bbox={
+                "facecolor": color if label_bg is None else label_bg,
+                "alpha": 0.85,
+                "pad": 1.5,
+                "edgecolor": "none",
+            },
         )
 
 
-def _photo_axes(fig: Figure, image: Image.Image, rect=None):
-    ax = fig.add_axes(rect or (0.0, 0.0, 1.0, 1.0))
-    ax.imshow(_image_array(image), interpolation="bilinear")
-    ax.set_axis_off()
-    return ax
+def _photo_figure(
+    image: Image.Image,
+    width: float,
+    title_h: float = 0.4,
+    cbar_w: float = 0.0,
+    panels: int = 1,
+    panel_title_h: float = 0.0,
+) -> tuple[Figure, list, Any]:
+    """A figure whose photo axes fit the image exactly (no empty bands).
 
+    Args:
+        width: width of the whole figure in inches (photo panels + colour bar column).
+        title_h: inches reserved at the top for the figure title.
+        cbar_w: inches reserved at the right for a colour bar (0: none).
+        panels: photo panels side by side.
+        panel_title_h: inches above each panel for its own title.
 
-def _fig_size_for(image: Image.Image, width: float, extra_h: float = 0.0) -> tuple[float, float]:
+    Returns:
+        ``(fig, photo_axes, colour_bar_axes or None)``.
+    """
     w, h = image.size
-    return width, max(1.5, width * h / max(w, 1)) + extra_h
+    gap = 0.1
+    panel_w = (width - cbar_w - gap * (panels - 1)) / panels
+    panel_h = max(0.6, panel_w * h / max(w, 1))
+    if panel_h > 6.0:  # very tall images: shrink the panels instead of making a huge figure
+        panel_h = 6.0
+        panel_w = panel_h * w / max(h, 1)
+    fig_w = panels * panel_w + gap * (panels - 1) + cbar_w
+    fig_h = panel_h + title_h + panel_title_h + 0.05
+    fig = _figure(fig_w, fig_h)
+    axes = []
+    for p in range(panels):
+        left = p * (panel_w + gap)
+        ax = fig.add_axes((left / fig_w, 0.05 / fig_h, panel_w / fig_w, panel_h / fig_h))
+        ax.imshow(_image_array(image), interpolation="bilinear", extent=(0, w, h, 0))
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_axis_off()
+        axes.append(ax)
+    cax = None
+    if cbar_w > 0:
+        cx = panels * panel_w + gap * (panels - 1) + 0.2
+        cax = fig.add_axes(
+            (cx / fig_w, 0.12 * panel_h / fig_h, 0.15 / fig_w, 0.8 * panel_h / fig_h)
+        )
+    return fig, axes, cax
+
+
+def _colorbar(fig: Figure, cax, cmap: str, label: str) -> None:
+    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=cmap), cax=cax)
+    cb.set_label(label, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
 
 
 def regions_image(
@@ -135,16 +186,18 @@ def regions_image(
     k = len(boxes)
     conf = np.ones(k) if scores is None else np.asarray(scores, dtype=np.float64)
     order = np.argsort(-conf, kind="stable")[:max_boxes]
-    fig = _figure(*_fig_size_for(image, width, 0.35))
-    ax = _photo_axes(fig, image, (0.0, 0.0, 1.0, 0.93))
+    fig, (ax,), _ = _photo_figure(image, width, title_h=0.35)
     palette = colormaps["tab20"]
     for rank, i in enumerate(order):
         text = f"#{i} {labels[i]}" + ("" if scores is None else f" {conf[i]:.2f}")
         _draw_box(ax, boxes[i], palette(rank % 20), text)
-    ax.set_xlim(0, image.size[0])
-    ax.set_ylim(image.size[1], 0)
     shown = f"{len(order)} of {k}" if k > len(order) else f"{k}"
-    fig.suptitle(f"Detected regions ({shown}): #index attribute class confidence", fontsize=10)
+    fig.suptitle(
+        f"Detected regions ({shown}): #index attribute class confidence",
+        fontsize=10,
+        va="top",
+        y=1 - 0.06 / fig.get_figheight(),
+    )
     return to_array(fig)
 
 
@@ -167,8 +220,7 @@ def heatmap_image(
         top: ``[(region index, weight), ...]`` to outline.
         labels: region names, indexed by region.
     """
-    fig = _figure(*_fig_size_for(image, width, 0.5))
-    ax = _photo_axes(fig, image, (0.0, 0.0, 0.86, 0.9))
+    fig, (ax,), cax = _photo_figure(image, width, title_h=0.4, cbar_w=0.9)
     w, h = image.size
     ax.imshow(
         np.asarray(heat, dtype=np.float32),
@@ -182,14 +234,13 @@ def heatmap_image(
     if boxes is not None:
         for rank, (i, wt) in enumerate(top):
             name = labels[i] if i < len(labels) else ""
-            _draw_box(ax, boxes[i], "#00c8ff", f"{rank + 1}. #{i} {name} ({wt:.2f})", lw=1.8)
+            _draw_box(
+                ax, boxes[i], "white", f"{rank + 1}. #{i} {name} ({wt:.2f})", 2.0, label_bg="black"
+            )
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
-    cax = fig.add_axes((0.88, 0.08, 0.03, 0.75))
-    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=cmap), cax=cax)
-    cb.set_label(cbar_label, fontsize=8)
-    cb.ax.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=10)
+    _colorbar(fig, cax, cmap, cbar_label)
+    fig.suptitle(title, fontsize=10, va="top", y=1 - 0.06 / fig.get_figheight())
     return to_array(fig)
 
 
@@ -213,10 +264,12 @@ def matrix_image(
     if k > max_regions:
         rows = np.sort(np.argsort(-mat.sum(1), kind="stable")[:max_regions])
     sub = mat[rows]
-    width = min(11.0, 2.6 + 0.45 * n)
-    height = min(9.0, 1.4 + 0.28 * len(rows))
+    width = min(11.0, 3.6 + 0.45 * n)
+    height = min(9.0, 1.9 + 0.28 * len(rows))
     fig = _figure(width, height)
-    ax = fig.add_axes((0.28, 0.22, 0.6, 0.68))
+    left, right = 1.9 / width, 1 - 1.1 / width
+    bottom, top = 1.1 / height, 1 - 0.4 / height
+    ax = fig.add_axes((left, bottom, right - left, top - bottom))
     im = ax.imshow(sub, cmap=MATRIX_CMAP, aspect="auto", vmin=0.0, vmax=max(float(sub.max()), 1e-9))
     ax.set_xticks(range(n))
     ax.set_xticklabels([shorten(w, 14) for w in words], rotation=45, ha="right", fontsize=8)
@@ -226,11 +279,9 @@ def matrix_image(
     ax.set_ylabel("image regions", fontsize=8)
     if highlight_word is not None and 0 <= highlight_word < n:
         ax.add_patch(
-            Rectangle(
-                (highlight_word - 0.5, -0.5), 1, len(rows), fill=False, edgecolor="red", lw=2
-            )
+            Rectangle((highlight_word - 0.5, -0.5), 1, len(rows), fill=False, edgecolor="red", lw=2)
         )
-    cax = fig.add_axes((0.9, 0.22, 0.025, 0.68))
+    cax = fig.add_axes((right + 0.15 / width, bottom, 0.15 / width, top - bottom))
     cb = fig.colorbar(im, cax=cax)
     cb.set_label(cbar_label, fontsize=8)
     cb.ax.tick_params(labelsize=7)
@@ -253,8 +304,9 @@ def scores_chart(
     sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
     m = len(captions)
     keys = ("total", "l2l", "g2l", "g2g")
-    fig = _figure(7.5, 1.2 + 0.75 * m)
-    ax = fig.add_axes((0.36, 0.14 if m > 2 else 0.25, 0.6, 0.72 if m > 2 else 0.55))
+    fig_h = 1.5 + 0.7 * m
+    fig = _figure(7.5, fig_h)
+    ax = fig.add_axes((0.36, 0.75 / fig_h, 0.6, 1 - 1.4 / fig_h))
     bar_h = 0.2
     y = np.arange(m)
     for c, key in enumerate(keys):
@@ -272,7 +324,7 @@ def scores_chart(
     ax.set_xlabel("score (steps are cosine similarities in [-1, 1]; S is their weighted sum)")
     ax.xaxis.label.set_size(8)
     ax.tick_params(axis="x", labelsize=7)
-    ax.legend(fontsize=7, loc="lower right", ncol=2, framealpha=0.8)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title, fontsize=10)
     return to_array(fig)
@@ -307,20 +359,18 @@ def context_regions_image(
     pool_heat: np.ndarray,
     cmap: str = HEAT_CMAP,
     alpha: float = 0.6,
+    width: float = 9.5,
 ) -> np.ndarray:
     """Step 2 on the image: δ (text context → regions) and the image pooling weights, side by side."""
+    fig, axes, cax = _photo_figure(
+        image, width, title_h=0.1, cbar_w=0.9, panels=2, panel_title_h=0.3
+    )
     w, h = image.size
-    panel_w = 4.2
-    panel_h = max(1.5, panel_w * h / max(w, 1))
-    fig = _figure(2 * panel_w + 0.9, panel_h + 0.8)
-    total_w = 2 * panel_w + 0.9
     titles = (
         "δ: text context t_c → regions",
         "pooling weights that form the image context v_c",
     )
-    for p, (heat, ttl) in enumerate(zip((delta_heat, pool_heat), titles)):
-        left = (p * panel_w) / total_w
-        ax = _photo_axes(fig, image, (left, 0.02, panel_w / total_w * 0.98, panel_h / (panel_h + 0.8)))
+    for ax, heat, ttl in zip(axes, (delta_heat, pool_heat), titles):
         ax.imshow(
             np.asarray(heat, dtype=np.float32),
             cmap=cmap,
@@ -333,10 +383,7 @@ def context_regions_image(
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_title(ttl, fontsize=9)
-    cax = fig.add_axes(((2 * panel_w + 0.2) / total_w, 0.1, 0.15 / total_w, 0.7))
-    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=cmap), cax=cax)
-    cb.set_label("relative weight", fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+    _colorbar(fig, cax, cmap, "weight ÷ its peak")
     return to_array(fig)
 
 

@@ -50,9 +50,9 @@ attention adds up to 1). In the same way each region attends over the words (**�
 *well aligned* when the regions it looks at really resemble it; averaging this over all words and
 regions gives **S_L2L**.
 
-**How to read the pictures.** The heatmap paints each region's β over its box (overlapping
-boxes add up) and scales the map so its brightest spot is 1: bright = the word looks here. The
-outlined boxes are the word's top 3 regions, with their β. The small maps show every word at
+**How to read the pictures.** The heatmap paints each region's β over its box (where boxes
+overlap, the larger β shows) and scales the map so its peak is 1: red = the word looks here,
+blue = it ignores this part. The outlined boxes are the word's top 3 regions, with their β. The small maps show every word at
 once. The matrix below has one column per word and one row per region: each column is one word's
 attention (sums to 1). A sharp column (one bright cell) means the word found a clear match; a
 flat column means it is unsure.
@@ -70,7 +70,7 @@ pieces:
 
 **S_G2L** is the average of the two resulting cosines.
 
-**How to read the pictures.** Left heatmap: δ over the image (bright = the regions the whole
+**How to read the pictures.** Left heatmap: δ over the image (red = the regions the whole
 caption points to). Right heatmap: the pooling weights, i.e. which regions make up the image
 context. Bar chart: for each word, γ (orange: how much the image attends to it) and its pooling
 weight in the text context (purple). Words with tall bars are the ones the sentence "is about".
@@ -96,7 +96,7 @@ ranking, the step-1 heatmaps show, for the best image, where each word of the ca
 
 SEARCH_HEATMAPS = """\
 ### Step 1 on the best image
-One small map per word: bright boxes are the regions that word attended to (β, scaled to the
+One small map per word: red boxes are the regions that word attended to (β, scaled to the
 word's peak). If the caption is right for the image, each content word should light up a
 matching object.
 """

@@ -117,13 +117,20 @@ def caption_choices(result: MatchResult) -> list[tuple[str, int]]:
     ]
 
 
+STOPWORDS = frozenset(
+    "a an the of on in at to and or is are with its it this that by for from as be".split()
+)
+
+
 def default_word(expl: StepExplanation) -> int:
-    """The word to show first: the known, non-punctuation word with the sharpest attention."""
-    best, best_val = 0, -1.0
+    """The word to show first: a known content word (no punctuation) with the sharpest attention."""
+    best, best_val = 0, -10.0
     for j, w in enumerate(expl.words):
         if all(ch in string.punctuation for ch in w):
             continue
-        val = float(expl.beta[:, j].max()) - (1.0 if expl.unknown[j] else 0.0)
+        val = float(expl.beta[:, j].max())
+        val -= 2.0 if expl.unknown[j] else 0.0
+        val -= 1.0 if w.lower() in STOPWORDS else 0.0
         if val > best_val:
             best, best_val = j, val
     return best
@@ -144,7 +151,7 @@ def word_heatmap(image: Any, expl: StepExplanation, j: int) -> np.ndarray:
         boxes=expl.boxes,
         top=expl.top_regions(j, 3),
         labels=expl.region_labels,
-        cbar_label="β summed over boxes ÷ its peak",
+        cbar_label="β of the box ÷ the peak β",
     )
 
 
@@ -182,7 +189,10 @@ def step2_views(image: Any, expl: StepExplanation) -> tuple[np.ndarray, np.ndarr
     pool = box_heatmap(expl.img_pool, expl.boxes, expl.image_size)
     pic = render.context_regions_image(image, delta, pool)
     bars = render.word_weights_chart(
-        expl.display_words, expl.gamma, expl.txt_pool, title="Step 2 · the words seen from the whole image"
+        expl.display_words,
+        expl.gamma,
+        expl.txt_pool,
+        title="Step 2 · the words seen from the whole image",
     )
     return pic, bars
 
@@ -192,7 +202,9 @@ def step3_views(expl: StepExplanation) -> tuple[np.ndarray, str]:
     c, s = expl.contributions, expl.scores
     chart = render.shares_chart(c, expl.shares, s.get("total", sum(c.values())))
     off = [k for k, on in expl.enabled.items() if not on]
-    parts = " + ".join(f"{c[k]:+.3f} ({name})" for k, name in (("l2l", "L2L"), ("g2l", "G2L"), ("g2g", "G2G")))
+    parts = " + ".join(
+        f"{c[k]:+.3f} ({name})" for k, name in (("l2l", "L2L"), ("g2l", "G2L"), ("g2g", "G2G"))
+    )
     md = (
         f"**S_G2G = {s.get('g2g', 0.0):.3f}** — the whole image vs. the whole caption.\n\n"
         f"Final score **S = {parts} = {s.get('total', 0.0):.3f}**"
@@ -230,7 +242,10 @@ def match_views(result: MatchResult) -> tuple:
         ranking_table(result),
         render.scores_chart(ordered, result.scores[result.order]),
         render.regions_image(
-            result.image, result.regions.boxes.numpy(), result.region_labels, result.regions.scores.numpy()
+            result.image,
+            result.regions.boxes.numpy(),
+            result.region_labels,
+            result.regions.scores.numpy(),
         ),
         gr.update(choices=caption_choices(result), value=best),
         *caption_views(result, best),
@@ -383,7 +398,9 @@ def build_demo(
                         elem_id="step1-gallery",
                     )
                     matrix_out = gr.Image(
-                        label="Step 1 · word × region matrix", interactive=False, elem_id="step1-matrix"
+                        label="Step 1 · word × region matrix",
+                        interactive=False,
+                        elem_id="step1-matrix",
                     )
                 with gr.Group(elem_classes=["step-box"]):
                     with gr.Row():
@@ -428,7 +445,10 @@ def build_demo(
                             elem_id="search-gallery",
                         )
                         s_table = gr.Dataframe(
-                            headers=SEARCH_HEADERS, label="Scores", interactive=False, elem_id="search-table"
+                            headers=SEARCH_HEADERS,
+                            label="Scores",
+                            interactive=False,
+                            elem_id="search-table",
                         )
                 search_ex_slot = gr.Column()
                 gr.Markdown(texts.SEARCH_HEATMAPS, elem_classes=["teach"])
@@ -468,7 +488,10 @@ def build_demo(
         match_btn.click(**match_event, api_name="match")
         captions_in.submit(**match_event, api_name="match_submit")
         caption_sel.input(
-            on_caption, inputs=[state, caption_sel], outputs=step_outputs, api_name="explain_caption"
+            on_caption,
+            inputs=[state, caption_sel],
+            outputs=step_outputs,
+            api_name="explain_caption",
         )
         word_sel.input(
             on_word,

@@ -190,12 +190,14 @@ def box_heatmap(
     image_size: tuple[int, int],
     max_side: int = 256,
     normalize: bool = True,
+    mode: str = "max",
 ) -> np.ndarray:
     """Paint per-region weights over their boxes: the picture behind every region heatmap.
 
-    Each pixel gets the sum of the weights of the boxes that cover it (overlapping boxes add up,
-    so a spot many attended regions agree on stands out), computed on a grid whose longer side is
-    ``max_side`` (the renderer stretches it over the image).
+    Computed on a grid whose longer side is ``max_side`` (the renderer stretches it over the
+    image). Where boxes overlap, ``mode="max"`` keeps the larger weight (each box shows its own
+    weight, so the brightest box *is* the most attended region); ``mode="sum"`` adds them up (a
+    spot several attended regions share stands out more).
 
     Args:
         weights: ``(k,)`` non-negative region weights (e.g. ``beta[:, j]``, ``delta``).
@@ -203,32 +205,32 @@ def box_heatmap(
         image_size: ``(width, height)``.
         max_side: longer side of the returned grid.
         normalize: divide by the maximum so the map lies in [0, 1] (all-zero stays zero).
+        mode: ``"max"`` or ``"sum"``.
 
     Returns:
-        ``(h, w)`` float64 map with ``w / h ≈ width / height``.
+        ``(h, w)`` float64 map with ``w / h ≈ width / height``; 0 outside every box.
     """
     wts = _np(weights).reshape(-1)
     bxs = _np(boxes).reshape(-1, 4)
     if wts.shape[0] != bxs.shape[0]:
         raise ValueError(f"{wts.shape[0]} weights for {bxs.shape[0]} boxes")
+    if mode not in ("max", "sum"):
+        raise ValueError(f"mode must be 'max' or 'sum', got {mode!r}")
     width, height = max(int(image_size[0]), 1), max(int(image_size[1]), 1)
     scale = min(1.0, max_side / max(width, height))
     gw, gh = max(1, round(width * scale)), max(1, round(height * scale))
     sx, sy = gw / width, gh / height
-    # Integral-image trick: add each box as +w/-w at its corners, then 2-D cumulative sum.
-    diff = np.zeros((gh + 1, gw + 1), dtype=np.float64)
     x1 = np.clip(np.floor(bxs[:, 0] * sx), 0, gw - 1).astype(int)
     y1 = np.clip(np.floor(bxs[:, 1] * sy), 0, gh - 1).astype(int)
-    x2 = np.clip(np.ceil(bxs[:, 2] * sx), 1, gw).astype(int)
-    y2 = np.clip(np.ceil(bxs[:, 3] * sy), 1, gh).astype(int)
-    x2 = np.maximum(x2, x1 + 1)
-    y2 = np.maximum(y2, y1 + 1)
-    np.add.at(diff, (y1, x1), wts)
-    np.add.at(diff, (y1, x2), -wts)
-    np.add.at(diff, (y2, x1), -wts)
-    np.add.at(diff, (y2, x2), wts)
-    heat = diff.cumsum(0).cumsum(1)[:gh, :gw]
-    heat[np.abs(heat) < 1e-12] = 0.0
+    x2 = np.maximum(np.clip(np.ceil(bxs[:, 2] * sx), 1, gw).astype(int), x1 + 1)
+    y2 = np.maximum(np.clip(np.ceil(bxs[:, 3] * sy), 1, gh).astype(int), y1 + 1)
+    heat = np.zeros((gh, gw), dtype=np.float64)
+    for i in range(len(wts)):
+        cell = heat[y1[i] : y2[i], x1[i] : x2[i]]
+        if mode == "max":
+            np.maximum(cell, wts[i], out=cell)
+        else:
+            cell += wts[i]
     if normalize:
         peak = heat.max()
         if peak > 0:
