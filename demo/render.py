@@ -361,7 +361,7 @@ def context_regions_image(
     alpha: float = 0.6,
     width: float = 9.5,
 ) -> np.ndarray:
-    """Step 2 on the image: δ (text context → regions) and the image pooling weights, side by side."""
+    """Step 2 on the image: δ (text context → regions) and image pooling weights, side by side."""
     fig, axes, cax = _photo_figure(
         image, width, title_h=0.1, cbar_w=0.9, panels=2, panel_title_h=0.3
     )

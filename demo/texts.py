@@ -13,7 +13,7 @@ It first cuts both into pieces — **regions** of the image (found by an object 
 | Step | Paper's name | What is compared | Score |
 |---|---|---|---|
 | 1 | **local-to-local** (fragment level) | every word ↔ every region | S_L2L |
-| 2 | **global-to-local** (context level) | the whole caption ↔ regions, the whole image ↔ words | S_G2L |
+| 2 | **global-to-local** (context level) | whole caption ↔ regions, whole image ↔ words | S_G2L |
 | 3 | **global-to-global** (context level) | the whole image ↔ the whole caption | S_G2G |
 
 The final score is **S = S_L2L + S_G2L + S_G2G**. Higher means "this caption fits this image
@@ -52,10 +52,10 @@ regions gives **S_L2L**.
 
 **How to read the pictures.** The heatmap paints each region's β over its box (where boxes
 overlap, the larger β shows) and scales the map so its peak is 1: red = the word looks here,
-blue = it ignores this part. The outlined boxes are the word's top 3 regions, with their β. The small maps show every word at
-once. The matrix below has one column per word and one row per region: each column is one word's
-attention (sums to 1). A sharp column (one bright cell) means the word found a clear match; a
-flat column means it is unsure.
+blue = it ignores this part. The outlined boxes are the word's top 3 regions, with their β.
+The small maps show every word at once. The matrix below has one column per word and one
+row per region: each column is one word's attention (sums to 1). A sharp column (one bright
+cell) means the word found a clear match; a flat column means it is unsure.
 """
 
 STEP2 = """\

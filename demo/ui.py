@@ -70,7 +70,9 @@ def friendly(action: str) -> Callable[[Callable], Callable]:
             except gr.Error:
                 raise
             except InputError as err:
-                raise gr.Error(str(err), title="Please check the input", print_exception=False)
+                raise gr.Error(
+                    str(err), title="Please check the input", print_exception=False
+                ) from None
             except Exception as err:
                 log.exception("unexpected error while %s", action)
                 raise gr.Error(

@@ -1,8 +1,8 @@
 """Attention → per-step explanation data for one image–caption pair (numbers, not pictures).
 
 :meth:`shan.model.shan.SHAN.explain` returns the raw attention of SHAN's three steps for one pair.
-This module turns it into what a viewer needs, still as plain numbers (numpy), so the demo's renderer
-only has to draw:
+This module turns it into what a viewer needs, still as plain numbers (numpy), so the demo's
+renderer only has to draw:
 
 * **Step 1 — local-to-local (L2L)**: ``beta[:, j]`` is word *j*'s attention over the *k* regions
   (word → region, sums to 1 over regions); ``alpha[i, :]`` is region *i*'s attention over the *n*
@@ -60,7 +60,7 @@ class StepExplanation:
         delta: ``(k,)`` step 2, text context → region attention.
         scores: ``total``, ``l2l``, ``g2l``, ``g2g`` (floats; a disabled step is 0).
         contributions: ``l2l``/``g2l``/``g2g`` → ``w_s · S_s``, the step's part of ``total``.
-        shares: ``l2l``/``g2l``/``g2g`` → ``|w_s S_s| / Σ |w S|`` (fractions summing to 1, or all 0).
+        shares: ``l2l``/``g2l``/``g2g`` → ``|w_s S_s| / Σ |w S|`` (sum 1, or all 0).
         enabled: which steps the model uses.
     """
 
@@ -88,13 +88,13 @@ class StepExplanation:
         return [w + "?" if u else w for w, u in zip(self.words, self.unknown)]
 
     def top_regions(self, word: int, top: int = 3) -> list[tuple[int, float]]:
-        """The ``top`` regions word ``word`` attends to most in step 1: ``[(region, beta), ...]``."""
+        """Step 1: the ``top`` regions word ``word`` attends to most, ``[(region, beta)]``."""
         col = self.beta[:, word]
         order = np.argsort(-col, kind="stable")[:top]
         return [(int(i), float(col[i])) for i in order]
 
     def top_words(self, region: int, top: int = 3) -> list[tuple[int, float]]:
-        """The ``top`` words region ``region`` attends to most in step 1: ``[(word, alpha), ...]``."""
+        """Step 1: the ``top`` words region ``region`` attends to most, ``[(word, alpha)]``."""
         row = self.alpha[region]
         order = np.argsort(-row, kind="stable")[:top]
         return [(int(j), float(row[j])) for j in order]
