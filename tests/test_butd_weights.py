@@ -18,6 +18,7 @@ from shan.detect.butd_weights import (
     module_name,
     pkl_schema,
     random_weights,
+    read_checkpoint,
 )
 
 SMALL = ButdArch(res4_blocks=1, num_classes=11, num_attributes=6)
@@ -145,7 +146,7 @@ def test_pkl_and_pth_give_the_same_network(tmp_path, small_sd):
     p1 = _save_pth(tmp_path / "a.pth", small_sd)
     p2 = tmp_path / "a.pkl"
     with open(p2, "wb") as f:
-        pickle.dump(_to_pkl_layout(small_sd), f, protocol=2)
+        pickle.dump(_to_pkl_layout(small_sd), f)
     a, b = load_butd_weights(p1).state_dict, load_butd_weights(p2).state_dict
     assert set(a) == set(b)
     for k in a:
@@ -216,3 +217,12 @@ def test_unreadable_inputs(tmp_path):
     trunc.write_bytes(pickle.dumps({"a": np.zeros(3)})[:10])
     with pytest.raises(WeightsError, match="cannot read"):
         load_butd_weights(trunc)
+
+
+def test_protocol2_pickle_of_arrays_is_readable(tmp_path):
+    p = tmp_path / "old.pkl"
+    arrs = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.float64(2.5)}
+    with open(p, "wb") as f:
+        pickle.dump({"model": arrs}, f, protocol=2)
+    sd, fmt = read_checkpoint(p)
+    assert fmt == "pkl" and np.array_equal(sd["a"], arrs["a"]) and sd["b"] == 2.5
