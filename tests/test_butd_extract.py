@@ -1,0 +1,136 @@
+"""End-to-end BUTD extraction with random weights (reduced res4 depth, small inputs, few ROIs)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shan.detect import butd
+from shan.detect.base import RegionExtractor
+from shan.detect.butd import ButdExtractor, ButdInference
+from shan.detect.butd_weights import ButdArch, random_weights
+from shan.detect.factory import build_extractor
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "butd"
+ARCH = ButdArch(res4_blocks=1, num_classes=11, num_attributes=6)
+# few proposals: res5 runs at 14 x 14 on every ROI, ~3 GMAC each, whatever the image size
+SMALL_INF = ButdInference(short_side=96, max_side=160, rpn_post_nms_topk=6, roi_batch_size=4)
+MIN, MAX = 3, 5
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("butd")
+    torch.save({"model": random_weights(ARCH, seed=1)}, d / "small.pth")
+    (d / "objects_vocab.txt").write_text("\n".join(f"obj{i},synonym" for i in range(10)) + "\n")
+    (d / "attributes_vocab.txt").write_text("\n".join(f"attr{i}" for i in range(5)))
+    return d
+
+
+def _image(w: int, h: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((w, h), Image.NEAREST)  # blocky, not pure noise
+
+
+IMAGES = [(120, 90, 0), (70, 110, 1)]
+
+
+@pytest.fixture(scope="module")
+def extractor(weights_dir) -> ButdExtractor:
+    return ButdExtractor.from_weights(weights_dir / "small.pth", "cpu", MIN, MAX, SMALL_INF)
+
+
+@pytest.fixture(scope="module")
+def two_results(extractor):
+    return extractor.extract([_image(*a) for a in IMAGES])
+
+
+def test_extract_shapes_boxes_and_counts(extractor, two_results):
+    assert isinstance(extractor, RegionExtractor) and extractor.feature_dim == 2048
+    assert len(two_results) == 2
+    for r, (w, h, _) in zip(two_results, IMAGES):
+        n = len(r)
+        assert MIN <= n <= MAX
+        assert r.features.shape == (n, 2048) and torch.isfinite(r.features).all()
+        assert r.boxes.shape == (n, 4) and r.scores.shape == (n,)
+        assert r.image_size == (w, h)
+        b = r.boxes
+        assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+        assert (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
+        assert (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()
+        assert all(lbl in {f"obj{i}" for i in range(10)} for lbl in r.labels)  # first synonym
+        assert all(a in {f"attr{i}" for i in range(5)} for a in r.attributes)
+        assert ((r.scores > 0) & (r.scores <= 1)).all()
+        assert ((r.attribute_scores > 0) & (r.attribute_scores <= 1)).all()
+        mc = r.extra["max_conf"]
+        assert mc.shape == (n,) and (mc <= r.scores + 1e-6).all()
+        assert len(r.extra["class_ids"]) == n and len(r.extra["attribute_ids"]) == n
+
+
+def test_fixed_count(weights_dir):
+    ex = ButdExtractor.from_weights(weights_dir / "small.pth", "cpu", 6, 6, SMALL_INF)
+    assert [len(r) for r in ex.extract([_image(*IMAGES[0])])] == [6]
+
+
+def test_batched_extraction_equals_one_by_one(extractor, two_results):
+    alone = extractor.extract([_image(*IMAGES[1])])[0]
+    got = two_results[1]
+    assert torch.allclose(got.boxes, alone.boxes)
+    assert torch.allclose(got.features, alone.features, atol=1e-4, rtol=1e-4)
+    assert got.labels == alone.labels
+
+
+def test_pkl_weights_give_the_same_regions(two_results, tmp_path):
+    from tests.test_butd_weights import _to_pkl_layout
+
+    pkl = _to_pkl_layout(random_weights(ARCH, seed=1))
+    with open(tmp_path / "small.pkl", "wb") as f:
+        pickle.dump({"model": pkl}, f)
+    ex = ButdExtractor.from_weights(tmp_path / "small.pkl", "cpu", MIN, MAX, SMALL_INF)
+    r1, r2 = two_results[0], ex.extract([_image(*IMAGES[0])])[0]
+    assert torch.allclose(r1.boxes, r2.boxes, atol=1e-3)
+    assert torch.allclose(r1.features, r2.features, atol=1e-3, rtol=1e-3)
+    assert r2.labels == [f"class_{i}" for i in r2.extra["class_ids"].tolist()]  # no vocab file
+
+
+def test_factory_and_default_settings(weights_dir, monkeypatch):
+    ex = build_extractor("butd", weights_dir / "small.pth", "cpu", min_regions=36, max_regions=36)
+    assert isinstance(ex, ButdExtractor) and (ex.min_regions, ex.max_regions) == (36, 36)
+    assert ex.cfg.short_side == 600 and ex.cfg.max_side == 1000
+    assert (ex.cfg.rpn_post_nms_topk, ex.cfg.conf_thresh) == (300, 0.2)
+    assert ex.class_names[:2] == ["obj0", "obj1"]
+    assert torch.equal(ex.net.cell_anchors, butd.caffe_ops.generate_anchors())
+    default = build_extractor("butd", weights_dir / "small.pth")
+    assert (default.min_regions, default.max_regions) == (10, 100)
+    with pytest.raises(ValueError, match="min_regions"):
+        ButdExtractor.from_weights(weights_dir / "small.pth", min_regions=5, max_regions=4)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared BUTD vocabulary not present")
+def test_real_vocabulary_sizes_match_the_network():
+    objs = butd.read_names(SHARED / "objects_vocab.txt", 1600, "class")
+    attrs = butd.read_names(SHARED / "attributes_vocab.txt", 400, "attribute")
+    assert objs[0] != "class_0" and attrs[0] == "gray"  # "gray,grey" -> first synonym
+    assert len(objs) == ButdArch().num_classes - 1 and len(attrs) == ButdArch().num_attributes - 1
+
+
+def test_shan_extract_cli_with_butd(weights_dir, tmp_path, monkeypatch):
+    extract = pytest.importorskip("shan.extract")
+    monkeypatch.setattr(butd, "DEFAULT_INFERENCE", SMALL_INF)
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    _image(90, 70, 5).save(img_dir / "a.jpg")
+    _image(60, 80, 6).save(img_dir / "b.png")
+    out = tmp_path / "out"
+    extract.main(
+        ["--detector", "butd", "--weights", str(weights_dir / "small.pth"), "--images",
+         str(img_dir), "--out", str(out), "--split", "test", "--num-regions", "4"]
+    )  # fmt: skip
+    ims = np.load(next(out.rglob("test_ims.npy")))
+    assert ims.shape == (2, 4, 2048)
