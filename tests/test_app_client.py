@@ -1,0 +1,204 @@
+"""The running app through ``gradio_client``: match, step views, search, bad input, 8 clients at once.
+
+The app runs in this process on a free port of 127.0.0.1 (built around a tiny random SHAN and the
+test-only :class:`~tests.app_fixtures.FakeExtractor`); one slow test starts ``python app.py`` itself
+(the shipped checkpoint when it exists, else a fixture checkpoint with a random toy detector).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from demo.pipeline import load_examples
+from demo.ui import build_demo
+from tests.app_fixtures import (
+    EXAMPLES_JSON,
+    REPO,
+    SHIPPED_CHECKPOINT,
+    free_port,
+    launch_in_thread,
+    make_fixture_app_checkpoint,
+    make_pipeline,
+    scene,
+)
+
+N_MATCH_OUTPUTS = 14  # notices, table, chart, regions, caption select, 9 step views (no State)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    pipe = make_pipeline(tmp)
+    scene().save(tmp / "a.png")
+    scene(seed=1).save(tmp / "b.png")
+    (tmp / "notes.txt").write_text("not an image")
+    demo = build_demo(pipe)
+    url = launch_in_thread(demo)
+    yield url, tmp, pipe
+    demo.close()
+
+
+def _client(url: str) -> Client:
+    return Client(url, verbose=False)
+
+
+def test_endpoints_all_named(app):
+    url, _, _ = app
+    names = set(_client(url).view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/match", "/explain_caption", "/explain_word", "/search"} <= names
+
+
+def test_match_then_explain_other_caption_without_recomputing(app):
+    url, tmp, pipe = app
+    c = _client(url)
+    out = c.predict(
+        handle_file(str(tmp / "a.png")),
+        "a red circle\na blue zebra square\na green triangle",
+        api_name="/match",
+    )
+    assert len(out) == N_MATCH_OUTPUTS
+    notices, table, chart, regions, cap_sel = out[:5]
+    assert "zebra" in notices
+    rows = table["data"]
+    assert [r[0] for r in rows] == [1, 2, 3]
+    scores = [r[3] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    for path in (chart, regions, out[6], out[9], out[10], out[11], out[12]):
+        assert Path(path).is_file() and Path(path).stat().st_size > 1000
+    assert len(out[8]) >= 3  # one thumbnail per word of the best caption
+    calls = pipe.extractor.calls
+    other = next(v for label, v in cap_sel["choices"] if "zebra" in label)
+    step = c.predict(other, api_name="/explain_caption")
+    assert [w for w, _ in step[0]["choices"]] == ["a", "blue", "zebra?", "square"]
+    heat, summary, matrix = c.predict(other, 2, api_name="/explain_word")
+    assert "zebra?" in summary and Path(heat).is_file() and Path(matrix).is_file()
+    assert pipe.extractor.calls == calls  # the detector did not run again
+
+
+def test_search_ranks_images(app):
+    url, tmp, _ = app
+    out = _client(url).predict(
+        [handle_file(str(tmp / "a.png")), handle_file(str(tmp / "b.png"))],
+        "a red circle",
+        api_name="/search",
+    )
+    notices, gallery, table, thumbs, heat = out
+    assert len(gallery) == 2 and gallery[0]["caption"].startswith("1. ")
+    scores = [r[2] for r in table["data"]]
+    assert scores == sorted(scores, reverse=True)
+    assert len(thumbs) == 3 and Path(heat).is_file()
+
+
+@pytest.mark.parametrize(
+    "captions, message",
+    [("   \n  ", "at least one caption"), ("", "at least one caption")],
+)
+def test_bad_captions_give_message(app, captions, message):
+    url, tmp, _ = app
+    with pytest.raises(AppError, match=message):
+        _client(url).predict(handle_file(str(tmp / "a.png")), captions, api_name="/match")
+
+
+def test_bad_files_give_message_and_server_keeps_serving(app):
+    url, tmp, _ = app
+    c = _client(url)
+    with pytest.raises(AppError) as info:
+        c.predict(handle_file(str(tmp / "notes.txt")), "a red circle", api_name="/match")
+    assert "Traceback" not in str(info.value)
+    with pytest.raises(AppError, match="None of the uploaded files|Invalid file type"):
+        c.predict([handle_file(str(tmp / "notes.txt"))], "a red circle", api_name="/search")
+    with pytest.raises(AppError, match="upload an image"):
+        c.predict(None, "a red circle", api_name="/match")
+    out = c.predict(handle_file(str(tmp / "a.png")), "a red circle", api_name="/match")
+    assert out[1]["data"][0][1] == "a red circle"
+
+
+def test_many_captions_and_long_caption_notices(app):
+    url, tmp, _ = app
+    text = "\n".join(["a red circle"] * 12 + ["x " * 300])
+    out = _client(url).predict(handle_file(str(tmp / "a.png")), text, api_name="/match")
+    assert "only the first 10" in out[0]
+    assert len(out[1]["data"]) == 10
+
+
+def test_eight_concurrent_clients_all_served(app):
+    url, tmp, _ = app
+
+    def one(i: int):
+        c = _client(url)
+        caps = f"a red circle\na blue square number {i}"
+        return c.predict(handle_file(str(tmp / "a.png")), caps, api_name="/match")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(one, range(8)))
+    assert len(outs) == 8
+    for i, out in enumerate(outs):
+        captions = {row[1] for row in out[1]["data"]}
+        assert captions == {"a red circle", f"a blue square number {i}"}  # no cross-talk
+    assert time.perf_counter() - t0 < 120
+
+
+def test_app_py_missing_checkpoint_exits_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--checkpoint", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "not found" in lines[0]
+
+
+@pytest.mark.slow
+def test_app_py_serves(tmp_path):
+    """``python app.py`` end to end: models from a checkpoint, served on 127.0.0.1, /match works."""
+    if (SHIPPED_CHECKPOINT / "config.json").is_file():
+        ckpt = SHIPPED_CHECKPOINT
+        examples = load_examples(EXAMPLES_JSON)
+        image = examples[0].image if examples else None
+    else:
+        ckpt = make_fixture_app_checkpoint(tmp_path)
+        image = None
+    if image is None:
+        image = str(tmp_path / "a.png")
+        scene().save(image)
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--checkpoint", str(ckpt), "--device", "cpu"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 90
+        client = None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                client = Client(url, verbose=False)
+                break
+            except Exception:
+                time.sleep(0.5)
+        assert client is not None, f"app did not come up (rc={proc.poll()})"
+        out = client.predict(handle_file(image), "a red circle\na blue square", api_name="/match")
+        assert len(out[1]["data"]) == 2
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
