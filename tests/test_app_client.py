@@ -1,4 +1,4 @@
-"""The running app through ``gradio_client``: match, step views, search, bad input, 8 clients at once.
+"""The running app through ``gradio_client``: match, step views, search, bad input, 8 clients.
 
 The app runs in this process on a free port of 127.0.0.1 (built around a tiny random SHAN and the
 test-only :class:`~tests.app_fixtures.FakeExtractor`); one slow test starts ``python app.py`` itself
