@@ -235,7 +235,7 @@ def compute_sims(
     m = len(text_batch)
     img_parts = []
     for s in range(0, n, chunk):
-        f = torch.as_tensor(np.asarray(feats[s : s + chunk], dtype=np.float32)).to(device)
+        f = torch.from_numpy(np.array(feats[s : s + chunk], dtype=np.float32)).to(device)
         mk = None if masks is None else torch.as_tensor(np.asarray(masks[s : s + chunk])).to(device)
         img_parts.append(model.encode_images(f, mk))
     img = _cat_embeddings(img_parts)

@@ -1,0 +1,180 @@
+"""Training on synthetic features: retrieval rises above chance; resume; configs and overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shan.checkpoint import load_checkpoint
+from shan.config import DataConfig, ModelConfig, TrainConfig
+from shan.data.precomp import DataError, precomp_dir, write_precomp
+from shan.evaluation import evaluate_split
+from shan.train import (
+    TRAIN_STATE_NAME,
+    ConfigError,
+    apply_set_overrides,
+    load_config_file,
+    train,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def make_synthetic(
+    root: str | Path,
+    name: str = "synth",
+    splits: dict[str, int] | None = None,
+    img_dim: int = 32,
+    k: int = 4,
+    n_concepts: int = 12,
+    seed: int = 0,
+) -> Path:
+    """A retrieval task with a learnable answer.
+
+    Each image shows 3 of ``n_concepts`` concepts: one noisy region per concept (its concept
+    vector + noise), plus 0-1 distractor regions (``nregions`` 3 or 4, the rest zero padding).
+    Its 5 captions name the 3 concepts (words ``w0..``) in random order with filler words.
+    """
+    splits = splits or {"train": 60, "dev": 30}
+    rng = np.random.default_rng(seed)
+    concepts = rng.normal(size=(n_concepts, img_dim)).astype(np.float32)
+    words = [f"w{i}" for i in range(n_concepts)]
+    d = precomp_dir(root, name)
+    for split, n in splits.items():
+        feats = np.zeros((n, k, img_dim), np.float32)
+        nreg = np.empty(n, np.int64)
+        caps = []
+        for i in range(n):
+            cs = rng.choice(n_concepts, size=3, replace=False)
+            nreg[i] = int(rng.integers(3, k + 1))
+            feats[i, :3] = concepts[cs] + 0.3 * rng.normal(size=(3, img_dim))
+            feats[i, 3 : nreg[i]] = rng.normal(size=(nreg[i] - 3, img_dim))
+            for _ in range(5):
+                a, b, c = (words[j] for j in rng.permutation(cs))
+                caps.append(f"A photo of {a} and {b} with {c}.")
+        write_precomp(d, split, feats, caps, nregions=nreg, ids=[f"{split}{i}" for i in range(n)])
+    return d
+
+
+def small_cfgs(root: Path, **train_kw) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    mc = ModelConfig(img_dim=32, embed_dim=64, word_dim=32, max_words=12)
+    dc = DataConfig(root=str(root), name="synth", val_split="dev")
+    kw = dict(
+        epochs=8,
+        lr=4e-3,
+        lr_decay_epoch=100,
+        batch_size=32,
+        device="cpu",
+        out_dir=str(root / "run"),
+        log_every=0,
+    )
+    kw.update(train_kw)
+    return mc, dc, TrainConfig(**kw)
+
+
+@pytest.fixture()
+def one_thread():
+    """Training tests are tiny; more threads only oversubscribe a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_training_beats_chance_and_untrained(tmp_path: Path, one_thread) -> None:
+    from shan.model import SHAN
+
+    make_synthetic(tmp_path)
+    mc, dc, tc = small_cfgs(tmp_path)
+    best = train(mc, dc, tc, progress=False)
+    loaded = load_checkpoint(best)
+    res = evaluate_split(loaded.model, loaded.text, tmp_path, "synth", "dev")["all"]
+
+    untrained = SHAN(loaded.config)
+    base = evaluate_split(untrained, loaded.text, tmp_path, "synth", "dev")["all"]
+    # chance on 30 images / 150 captions: t2i R@1 = 1/30 = 3.3 %, i2t R@1 about 5/150 = 3.3 %
+    assert res["t2i_r1"] > 25.0 and res["i2t_r1"] > 25.0, res
+    assert res["rsum"] > base["rsum"] + 150.0, (res, base)
+    # checkpoint metadata and log
+    assert loaded.extra["data"] == "synth" and loaded.extra["rsum"] == pytest.approx(res["rsum"])
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(8))
+    assert max(r["rsum"] for r in log) == pytest.approx(res["rsum"])
+    assert log[-1]["loss"] < log[0]["loss"]
+
+
+def test_resume_continues_from_last(tmp_path: Path, one_thread) -> None:
+    make_synthetic(tmp_path, splits={"train": 12, "dev": 6})
+    mc, dc, tc = small_cfgs(tmp_path, epochs=2, batch_size=8, lr_decay_epoch=1)
+    train(mc, dc, tc, progress=False)
+    last = tmp_path / "run" / "last"
+    state = torch.load(last / TRAIN_STATE_NAME, weights_only=True)
+    assert state["epoch"] == 1 and state["scheduler"]["last_epoch"] == 2
+    _, _, tc2 = small_cfgs(tmp_path, epochs=3, batch_size=8, lr_decay_epoch=1, resume=str(last))
+    train(mc, dc, tc2, progress=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1, 2]
+    assert log[2]["lr"] == pytest.approx(4e-3 * 0.01)  # StepLR state restored: decayed twice
+    assert torch.load(last / TRAIN_STATE_NAME, weights_only=True)["epoch"] == 2
+
+
+def test_feature_size_mismatch_fails_before_training(tmp_path: Path) -> None:
+    make_synthetic(tmp_path, splits={"train": 5, "dev": 5}, img_dim=16)
+    mc, dc, tc = small_cfgs(tmp_path, epochs=1)
+    with pytest.raises(DataError, match="size 16 but the model expects img_dim=32"):
+        train(mc, dc, tc, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_val_split(tmp_path: Path) -> None:
+    make_synthetic(tmp_path, splits={"train": 5})
+    mc, dc, tc = small_cfgs(tmp_path, epochs=1)
+    with pytest.raises(DataError, match="dev_ims.npy"):
+        train(mc, dc, tc, progress=False)
+
+
+def test_example_configs_load() -> None:
+    files = sorted(CONFIGS.glob("*.json"))
+    assert {f.name for f in files} >= {"f30k.json", "coco.json"}
+    for f in files:
+        mc, dc, tc = load_config_file(f)
+        assert mc.img_dim > 0 and dc.name and tc.epochs > 0
+    mc, dc, tc = load_config_file(CONFIGS / "coco.json")
+    assert dc.name == "coco" and tc.lr == pytest.approx(5e-4) and tc.epochs == 20
+    mc, dc, tc = load_config_file(CONFIGS / "f30k.json")
+    assert dc.name == "f30k" and tc.lr == pytest.approx(2e-4) and tc.lr_decay_epoch == 15
+
+
+def test_overrides() -> None:
+    cfgs = (ModelConfig(), DataConfig(), TrainConfig())
+    mc, dc, tc = apply_set_overrides(
+        cfgs, ["train.lr=1e-4", "model.step_weights=1,0,0.5", "epochs=3", "data.root=/x"]
+    )
+    assert tc.lr == 1e-4 and tc.epochs == 3 and dc.root == "/x"
+    assert mc.step_weights == (1.0, 0.0, 0.5)
+    with pytest.raises(ConfigError, match="unknown section"):
+        apply_set_overrides(cfgs, ["optim.lr=1"])
+    with pytest.raises(ConfigError, match="no section has"):
+        apply_set_overrides(cfgs, ["lrr=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_set_overrides(cfgs, ["train.lr"])
+    with pytest.raises(ConfigError, match="has no field"):
+        apply_set_overrides(cfgs, ["train.nope=1"])
+    with pytest.raises(ConfigError):
+        apply_set_overrides(cfgs, ["train.epochs=many"])
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"model": {"img_dimm": 3}}))
+    with pytest.raises(ConfigError, match="section 'model'.*img_dimm"):
+        load_config_file(p)
+    p.write_text(json.dumps({"optim": {}}))
+    with pytest.raises(ConfigError, match="unknown sections"):
+        load_config_file(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config_file(tmp_path / "none.json")
