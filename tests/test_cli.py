@@ -124,3 +124,36 @@ def test_eval_errors_are_messages(tmp_path: Path, capsys, one_thread) -> None:
     # captions with no known word are all <unk> and still score
     make_synthetic(tmp_path, splits={"test": 5}, img_dim=32)
     assert eval_cli.main(["--checkpoint", str(ck), *args]) == 0
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_cpu_processes(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node=2`` (gloo on CPU): DDP + DistributedSampler, rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    make_synthetic(tmp_path, splits={"train": 16, "dev": 5})
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "shan.train",
+        "--config",
+        str(_config(tmp_path)),
+        "--set",
+        f"train.out_dir={out}",
+        "--no-progress",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world=2" in proc.stdout and proc.stdout.count("best checkpoint:") == 1
+    assert (out / "best" / "model.safetensors").is_file()
+    assert (out / "last" / "train_state.pt").is_file()
