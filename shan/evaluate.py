@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="write all metrics to this JSON file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--chunk", type=int, default=256, help="images per scoring chunk")
+    p.add_argument("--chunk", type=int, default=256, help="images per encoding chunk")
+    p.add_argument(
+        "--score-chunks",
+        type=int,
+        nargs=2,
+        metavar=("IMAGES", "CAPTIONS"),
+        help="pairs scored at once by the model (memory grows with the product)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             max_images=args.max_images,
             chunk=args.chunk,
             progress=not args.no_progress,
+            score_chunks=tuple(args.score_chunks) if args.score_chunks else None,
         )
     except (CheckpointError, DataError, EvaluationError) as e:
         print(f"shan-eval: error: {e}", file=sys.stderr)

@@ -209,11 +209,14 @@ def compute_sims(
     chunk: int = 256,
     txt_chunk: int = 1024,
     progress: bool = False,
+    score_chunks: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """All image × caption SHAN scores.
 
     Images are encoded once (in chunks of ``chunk``) and kept on ``device``; captions are encoded
-    and scored ``txt_chunk`` at a time with ``model.score(img, txt, img_chunk=chunk, ...)``.
+    and scored ``txt_chunk`` at a time with ``model.score(img, txt, ...)``, which bounds its own
+    memory by working on ``score_chunks = (images, captions)`` pairs at once (default: the
+    model's own defaults).
 
     Args:
         model: a SHAN model (``encode_images``, ``encode_captions``, ``score``).
@@ -221,9 +224,11 @@ def compute_sims(
         masks: ``(N, k)`` bool valid regions, or None (all valid).
         text_batch: the ``M`` captions.
         device: where to compute.
-        chunk: images per encoding/scoring chunk.
-        txt_chunk: captions per scoring call.
+        chunk: images per encoding chunk.
+        txt_chunk: captions per encoding + scoring call.
         progress: show a tqdm bar over caption chunks.
+        score_chunks: ``(img_chunk, txt_chunk)`` passed to ``model.score``; per-pair memory grows
+            with their product.
 
     Returns:
         ``(N, M)`` float32 numpy array of total scores.
@@ -248,7 +253,8 @@ def compute_sims(
     for s in starts:
         sub = text_batch.select(slice(s, s + txt_chunk)).to(device)
         txt = model.encode_captions(sub.tokens, sub.lengths)
-        scores = model.score(img, txt, img_chunk=chunk, txt_chunk=min(txt_chunk, 128)).total
+        kw = {} if score_chunks is None else dict(zip(("img_chunk", "txt_chunk"), score_chunks))
+        scores = model.score(img, txt, **kw).total
         out[:, s : s + len(sub)] = scores.float().cpu().numpy()
     model.train(was_training)
     return out
@@ -263,13 +269,21 @@ def evaluate_arrays(
     max_words: int | None = None,
     chunk: int = 256,
     progress: bool = False,
+    score_chunks: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on a loaded split (see :func:`evaluate_split` for the result)."""
     if max_words is None:
         max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
     batch = text.encode_batch(arrays.captions, max_words)
     sims = compute_sims(
-        model, arrays.feats, arrays.masks, batch, device=device, chunk=chunk, progress=progress
+        model,
+        arrays.feats,
+        arrays.masks,
+        batch,
+        device=device,
+        chunk=chunk,
+        progress=progress,
+        score_chunks=score_chunks,
     )
     n = arrays.n_images
     result: dict[str, Any] = {
@@ -303,6 +317,7 @@ def evaluate_split(
     max_images: int | None = None,
     chunk: int = 256,
     progress: bool = False,
+    score_chunks: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``<root>/<name>_precomp/{split}``.
 
@@ -318,7 +333,14 @@ def evaluate_split(
     img_dim = getattr(getattr(model, "cfg", None), "img_dim", None)
     arrays = load_split_arrays(root, name, split, img_dim=img_dim, max_images=max_images)
     return evaluate_arrays(
-        model, text, arrays, fold5=fold5, device=device, chunk=chunk, progress=progress
+        model,
+        text,
+        arrays,
+        fold5=fold5,
+        device=device,
+        chunk=chunk,
+        progress=progress,
+        score_chunks=score_chunks,
     )
 
 
