@@ -112,6 +112,16 @@ def test_factory_and_default_settings(weights_dir, monkeypatch):
         ButdExtractor.from_weights(weights_dir / "small.pth", min_regions=5, max_regions=4)
 
 
+def test_pixel_mean_and_anchors_stored_in_the_file_are_used(tmp_path):
+    sd = random_weights(ARCH, seed=2)
+    sd["pixel_mean"] = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)
+    sd["proposal_generator.anchor_generator.cell_anchors.0"] = torch.ones(12, 4)
+    torch.save(sd, tmp_path / "m.pth")
+    ex = ButdExtractor.from_weights(tmp_path / "m.pth")
+    assert ex.cfg.pixel_mean_bgr == (1.0, 2.0, 3.0)
+    assert torch.equal(ex.net.cell_anchors, torch.ones(12, 4))
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared BUTD vocabulary not present")
 def test_real_vocabulary_sizes_match_the_network():
     objs = butd.read_names(SHARED / "objects_vocab.txt", 1600, "class")
