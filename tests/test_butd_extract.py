@@ -138,9 +138,10 @@ def test_shan_extract_cli_with_butd(weights_dir, tmp_path, monkeypatch):
     _image(90, 70, 5).save(img_dir / "a.jpg")
     _image(60, 80, 6).save(img_dir / "b.png")
     out = tmp_path / "out"
-    extract.main(
+    rc = extract.main(
         ["--detector", "butd", "--weights", str(weights_dir / "small.pth"), "--images",
          str(img_dir), "--out", str(out), "--split", "test", "--num-regions", "4"]
     )  # fmt: skip
-    ims = np.load(next(out.rglob("test_ims.npy")))
+    assert rc == 0
+    ims = np.load(out / "test_ims.npy")
     assert ims.shape == (2, 4, 2048)

@@ -187,7 +187,9 @@ class ButdInference:
     rpn_min_size: float = 16.0
     class_nms_thresh: float = 0.3
     conf_thresh: float = 0.2
-    roi_batch_size: int = 600  # ROIs through res5 at once (memory bound)
+    # ROIs through res5 at once; None: 600 on CUDA, 100 on CPU (each ROI holds ~1.6 MB per
+    # 2048 x 14 x 14 activation, so this bounds peak memory)
+    roi_batch_size: int | None = None
 
 
 #: Used by :meth:`ButdExtractor.from_weights` when no ``inference`` is given.
@@ -358,8 +360,9 @@ class ButdExtractor:
         pooled = torch.cat([p for _, p in pooled_parts])
         del pooled_parts
         feats_l, cls_l, attr_l = [], [], []
-        for start in range(0, pooled.shape[0], cfg.roi_batch_size):
-            f = self.net.res5(pooled[start : start + cfg.roi_batch_size]).mean(dim=(2, 3))
+        chunk = cfg.roi_batch_size or (600 if self.device.type == "cuda" else 100)
+        for start in range(0, pooled.shape[0], chunk):
+            f = self.net.res5(pooled[start : start + chunk]).mean(dim=(2, 3))
             c, a = self.net.predictor(f)
             feats_l.append(f)
             cls_l.append(c)
