@@ -1,0 +1,167 @@
+"""The toy-world generator: determinism, annotation correctness, grounding, hard negatives, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from shan.data import toyworld as tw
+from shan.data.vocab import tokenize
+
+SEEDS = [tw.image_seed(3, "train", i) for i in range(40)]
+
+
+def _scenes():
+    return [tw.generate_scene(s) for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return _scenes()
+
+
+def test_same_seed_same_image_and_annotations():
+    img1, s1 = tw.generate_scene(SEEDS[5])
+    img2, s2 = tw.generate_scene(SEEDS[5])
+    assert np.array_equal(np.asarray(img1), np.asarray(img2))
+    assert tw._scene_record(s1, "a", "a.png") == tw._scene_record(s2, "a", "a.png")
+    img3, _ = tw.generate_scene(SEEDS[6])
+    assert not np.array_equal(np.asarray(img1), np.asarray(img3))
+
+
+def test_image_seed_depends_on_split_and_index():
+    assert tw.image_seed(0, "train", 1) != tw.image_seed(0, "dev", 1)
+    assert tw.image_seed(0, "train", 1) != tw.image_seed(0, "train", 2)
+    assert tw.image_seed(0, "train", 1) != tw.image_seed(1, "train", 1)
+    with pytest.raises(tw.ToyWorldError, match="unknown split"):
+        tw.image_seed(0, "validation", 0)
+
+
+def test_scene_ground_truth_is_valid(scenes):
+    counts = set()
+    for img, scene in scenes:
+        assert img.size == (tw.IMAGE_SIZE, tw.IMAGE_SIZE) and img.mode == "RGB"
+        assert 1 <= len(scene.objects) <= 5
+        counts.add(len(scene.objects))
+        arr = np.asarray(img).astype(np.int32)
+        for o in scene.objects:
+            x1, y1, x2, y2 = o.box
+            assert 0 <= x1 < x2 <= tw.IMAGE_SIZE and 0 <= y1 < y2 <= tw.IMAGE_SIZE
+            assert o.shape in tw.SHAPES and o.colour in tw.COLOURS
+            assert o.size in tw.SIZES and o.pattern in tw.PATTERNS
+            # The box really holds the object's colour (a good share of its pixels).
+            patch = arr[int(y1) : int(y2), int(x1) : int(x2)]
+            dist = np.abs(patch - np.array(tw.COLOURS[o.colour])).sum(-1)
+            assert (dist < 70).mean() > 0.12, (o, (dist < 70).mean())
+        for i, a in enumerate(scene.objects):
+            for b in scene.objects[i + 1 :]:
+                assert tw._iou(a.box, b.box) <= 0.3
+    assert counts >= {1, 2, 3, 4, 5}
+
+
+def test_small_and_large_sizes_differ(scenes):
+    sides = {"small": [], "large": []}
+    for _, scene in scenes:
+        for o in scene.objects:
+            sides[o.size].append(max(o.box[2] - o.box[0], o.box[3] - o.box[1]))
+    assert max(sides["small"]) < min(sides["large"])
+
+
+def test_captions_tokenize_and_ground_consistently(scenes):
+    for _, scene in scenes:
+        assert len(scene.captions) == 5
+        assert len({c.text for c in scene.captions}) == 5
+        for cap in scene.captions:
+            assert tokenize(cap.text) == cap.tokens
+            assert len(cap.token_objects) == len(cap.tokens) == len(cap.token_roles)
+            mentioned = set()
+            for word, objs, role in zip(cap.tokens, cap.token_objects, cap.token_roles):
+                assert all(0 <= o < len(scene.objects) for o in objs)
+                for o in objs:
+                    obj = scene.objects[o]
+                    if role == "shape":
+                        forms = tw.SHAPE_WORDS[obj.shape]
+                        assert word in forms + [tw._plural(f) for f in forms]
+                        mentioned.add(o)
+                    elif role == "colour":
+                        assert word in tw.COLOUR_WORDS[obj.colour]
+                    elif role == "size":
+                        assert word in tw.SIZE_WORDS[obj.size]
+                    elif role == "pattern":
+                        assert word in tw.PATTERN_WORDS[obj.pattern]
+                if role in {"shape", "colour"}:
+                    assert objs, (cap.text, word)
+            # "mention colours + shapes of most objects": at most one object left out
+            assert len(mentioned) >= len(scene.objects) - 1, cap.text
+            colour_objs = {o for objs, r in zip(cap.token_objects, cap.token_roles)
+                           if r == "colour" for o in objs}  # fmt: skip
+            assert colour_objs == mentioned
+
+
+def test_hard_negatives_swap_two_colours(scenes):
+    n_neg = 0
+    for _, scene in scenes:
+        neg = scene.hard_negative
+        eligible = tw.hard_negative_pair(scene, random.Random(0)) is not None
+        assert (neg is not None) == eligible
+        if neg is None:
+            continue
+        n_neg += 1
+        src = scene.captions[neg["source_caption"]]
+        assert tokenize(neg["text"]) == neg["tokens"]
+        assert neg["text"] != src.text
+        i, j = neg["objects"]
+        a, b = scene.objects[i], scene.objects[j]
+        assert a.colour != b.colour and a.shape != b.shape
+        # The negative claims (b.colour, a.shape) and (a.colour, b.shape): neither is in the scene.
+        present = {(o.colour, o.shape) for o in scene.objects}
+        assert (b.colour, a.shape) not in present and (a.colour, b.shape) not in present
+        diff = [k for k, (x, y) in enumerate(zip(src.tokens, neg["tokens"])) if x != y]
+        roles = {src.token_roles[k] for k in diff}
+        assert roles <= {"colour", "det"} and "colour" in roles
+        for k in diff:
+            if src.token_roles[k] == "colour":
+                (o,) = src.token_objects[k]
+                other = j if o == i else i
+                assert o in (i, j) and neg["tokens"][k] in tw.COLOUR_WORDS[scene.objects[other].colour]
+    assert n_neg >= 10
+
+
+def test_generate_split_is_independent_of_workers(tmp_path):
+    p1 = tw.generate_split(tmp_path / "a", "dev", 6, seed=7, workers=1)
+    p2 = tw.generate_split(tmp_path / "b", "dev", 6, seed=7, workers=2)
+    a1, a2 = json.loads(p1.read_text()), json.loads(p2.read_text())
+    assert a1 == a2
+    for rec in a1["images"]:
+        im1 = np.asarray(tw.Image.open(tmp_path / "a" / rec["file"]))
+        im2 = np.asarray(tw.Image.open(tmp_path / "b" / rec["file"]))
+        assert np.array_equal(im1, im2)
+    # Any single image can be regenerated from (seed, split, index).
+    img, scene = tw.generate_scene(tw.image_seed(7, "dev", 3))
+    assert np.array_equal(np.asarray(img), np.asarray(tw.Image.open(tmp_path / "a" / a1["images"][3]["file"])))
+    assert [c.text for c in scene.captions] == [c["text"] for c in a1["images"][3]["captions"]]
+
+
+def test_cli_writes_three_splits(tmp_path, capsys):
+    rc = tw.main(["--seed", "1", "--split-sizes", "3,2,2", "--out", str(tmp_path), "--workers", "1"])
+    assert rc == 0
+    for split, n in (("train", 3), ("dev", 2), ("test", 2)):
+        ann = tw.load_annotations(tmp_path / split)
+        assert len(ann["images"]) == n and ann["split"] == split
+        assert len(list((tmp_path / split / "images").glob("*.png"))) == n
+
+
+def test_cli_rejects_bad_sizes(tmp_path, capsys):
+    assert tw.main(["--split-sizes", "3,2", "--out", str(tmp_path)]) == 2
+    assert "TRAIN,DEV,TEST" in capsys.readouterr().err
+
+
+def test_load_annotations_errors(tmp_path):
+    with pytest.raises(tw.ToyWorldError, match="no toy-world annotations"):
+        tw.load_annotations(tmp_path)
+    (tmp_path / "annotations.json").write_text("{not json")
+    with pytest.raises(tw.ToyWorldError, match="not valid JSON"):
+        tw.load_annotations(tmp_path)
