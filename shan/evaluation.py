@@ -32,6 +32,11 @@ from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary
 
 Metrics = tuple[float, float, float, float, float]  # r1, r5, r10 (percent), medr, meanr (1-based)
 
+# Measured on one H200 (1000 x 5000 pairs, k = 36, d = 1024, bf16-trained model scored in fp32):
+# shan-eval end to end with the model's default (16, 32) chunks took 24 s; compute_sims alone took
+# 5.9 s with (64, 128) at 6.6 GB peak and 5.5 s with (128, 512) at 41 GB.
+CUDA_SCORE_CHUNKS = (64, 128)
+
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 METRIC_KEYS = (
     "i2t_r1",
@@ -216,7 +221,7 @@ def compute_sims(
     Images are encoded once (in chunks of ``chunk``) and kept on ``device``; captions are encoded
     and scored ``txt_chunk`` at a time with ``model.score(img, txt, ...)``, which bounds its own
     memory by working on ``score_chunks = (images, captions)`` pairs at once (default: the
-    model's own defaults).
+    model's own defaults on CPU, :data:`CUDA_SCORE_CHUNKS` on CUDA).
 
     Args:
         model: a SHAN model (``encode_images``, ``encode_captions``, ``score``).
@@ -234,6 +239,8 @@ def compute_sims(
         ``(N, M)`` float32 numpy array of total scores.
     """
     device = torch.device(device)
+    if score_chunks is None and device.type == "cuda":
+        score_chunks = CUDA_SCORE_CHUNKS
     was_training = model.training
     model.eval()
     n = int(feats.shape[0])
@@ -253,7 +260,7 @@ def compute_sims(
     for s in starts:
         sub = text_batch.select(slice(s, s + txt_chunk)).to(device)
         txt = model.encode_captions(sub.tokens, sub.lengths)
-        kw = {} if score_chunks is None else dict(zip(("img_chunk", "txt_chunk"), score_chunks))
+        kw = dict(zip(("img_chunk", "txt_chunk"), score_chunks)) if score_chunks else {}
         scores = model.score(img, txt, **kw).total
         out[:, s : s + len(sub)] = scores.float().cpu().numpy()
     model.train(was_training)
