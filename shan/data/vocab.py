@@ -53,9 +53,7 @@ def tokenize(text: str) -> list[str]:
         The tokens in order; ``[]`` for an empty or all-whitespace string.
     """
     if not isinstance(text, str):
-        raise TypeError(
-            f"tokenize expects str, got {type(text).__name__} (decode bytes first)"
-        )
+        raise TypeError(f"tokenize expects str, got {type(text).__name__} (decode bytes first)")
     norm = unicodedata.normalize("NFKC", text).lower()
     return _TOKEN_RE.findall(norm)
 
@@ -188,18 +186,15 @@ class Vocabulary:
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Tokens of ``ids`` (ids out of range → ``<unk>``)."""
-        return [
-            self.itos[i] if 0 <= i < len(self.itos) else UNK_TOKEN
-            for i in map(int, ids)
-        ]
+        return [self.itos[i] if 0 <= i < len(self.itos) else UNK_TOKEN for i in map(int, ids)]
 
     def encode_batch(self, texts: Sequence[str], max_words: int = 64) -> TokenBatch:
         """Encode captions into a padded :class:`TokenBatch`.
 
         Each caption keeps its first ``max_words`` tokens (``truncated`` says when more were
-        dropped). An empty caption becomes a single ``<unk>`` (word ``"<unk>"``, unknown=True), so
-        every length is ≥ 1; a caption with no known word is all ``<unk>`` ids but ``words`` keeps the
-        original tokens for display.
+        dropped). An empty caption becomes a single ``<unk>`` (word ``"<unk>"``, unknown=True),
+        so every length is ≥ 1; a caption with no known word is all ``<unk>`` ids but ``words``
+        keeps the original tokens for display.
         """
         if max_words < 1:
             raise VocabError(f"max_words must be >= 1, got {max_words}")
@@ -274,13 +269,9 @@ class TransformerTextProcessor:
         if not Path(self.model_dir).is_dir():
             raise VocabError(f"transformer directory not found: {self.model_dir}")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                self.model_dir, local_files_only=True
-            )
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         except (OSError, ValueError) as e:
-            raise VocabError(
-                f"cannot load a tokenizer from {self.model_dir}: {e}"
-            ) from None
+            raise VocabError(f"cannot load a tokenizer from {self.model_dir}: {e}") from None
         self.max_words = int(max_words)
 
     def __len__(self) -> int:
@@ -296,16 +287,12 @@ class TransformerTextProcessor:
         """Ids of ``text`` including ``[CLS]``/``[SEP]``."""
         return self.encode_batch([text], self.max_words).tokens[0].tolist()
 
-    def encode_batch(
-        self, texts: Sequence[str], max_words: int | None = None
-    ) -> TokenBatch:
+    def encode_batch(self, texts: Sequence[str], max_words: int | None = None) -> TokenBatch:
         """Encode captions into a padded :class:`TokenBatch` (see the class docstring)."""
         max_words = self.max_words if max_words is None else int(max_words)
         n_special = self.tokenizer.num_special_tokens_to_add(pair=False)
         if max_words < n_special + 1:
-            raise VocabError(
-                f"max_words must be >= {n_special + 1} for a transformer tokenizer"
-            )
+            raise VocabError(f"max_words must be >= {n_special + 1} for a transformer tokenizer")
         texts = _check_texts(texts)
         unk_id = self.tokenizer.unk_token_id
         ids, words, unknown, truncated = [], [], [], []
@@ -315,9 +302,7 @@ class TransformerTextProcessor:
             row = self.tokenizer(
                 norm, add_special_tokens=True, truncation=True, max_length=max_words
             )["input_ids"]
-            if (
-                len(row) <= n_special and unk_id is not None
-            ):  # empty caption → one unknown token
+            if len(row) <= n_special and unk_id is not None:  # empty caption → one unknown token
                 row = row[:1] + [unk_id] + row[1:] if row else [unk_id]
             truncated.append(n_full > max_words)
             ids.append(list(row))
@@ -342,9 +327,7 @@ class TransformerTextProcessor:
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise VocabError(
-                f"cannot read transformer text processor file {p}: {e}"
-            ) from None
+            raise VocabError(f"cannot read transformer text processor file {p}: {e}") from None
         if (
             not isinstance(data, dict)
             or data.get("kind") != "transformer"
