@@ -228,22 +228,26 @@ def extract_images(
     parts = out / f".{split}_parts"
     manifest = _manifest(paths, batch_size, extractor)
     mpath = parts / "manifest.json"
-    if rank == 0:
-        if parts.exists() and (not resume or not mpath.is_file() or
-                               json.loads(mpath.read_text()) != manifest):  # fmt: skip
+    if rank == 0 and parts.exists():
+        stale = mpath.is_file() and json.loads(mpath.read_text()) != manifest
+        if not resume or stale:  # shards of other inputs (or a fresh start): drop them
             shutil.rmtree(parts)
-        parts.mkdir(parents=True, exist_ok=True)
-        mpath.write_text(json.dumps(manifest))
     if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     parts.mkdir(parents=True, exist_ok=True)
+    mpath.write_text(json.dumps(manifest))
 
     n_batches = (len(paths) + batch_size - 1) // batch_size
     mine = [b for b in range(n_batches) if b % world == rank]
     todo = [b for b in mine if not (parts / _shard_name(b)).is_file()]
     t0 = time.time()
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"extract {split}",
-               unit="batch", disable=not progress or rank != 0)  # fmt: skip
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        desc=f"extract {split}",
+        unit="batch",
+        disable=not progress or rank != 0,
+    )
 
     def load(b: int) -> list[tuple[Image.Image | None, str]]:
         return list(pool.map(_try_load, paths[b * batch_size : (b + 1) * batch_size]))
@@ -324,8 +328,9 @@ def _merge(
         "ids": out / f"{split}_ids.txt",
         "regions": out / f"{split}_regions.json",
     }
-    ims = np.lib.format.open_memmap(files["ims"], mode="w+", dtype=np.float32,
-                                    shape=(n, k, feature_dim))  # fmt: skip
+    ims = np.lib.format.open_memmap(
+        files["ims"], mode="w+", dtype=np.float32, shape=(n, k, feature_dim)
+    )
     boxes = np.zeros((n, k, 4), dtype=np.float32)
     sizes = np.zeros((n, 2), dtype=np.int64)
     meta: list[dict] = []
@@ -415,9 +420,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         caps = read_captions(args.captions, ids, args.captions_per_image) if args.captions else None
         extractor = build_extractor(args.detector, args.weights, device, lo, hi)
         summary = extract_images(
-            extractor, paths, args.out, args.split, args.batch_size, caps,
-            resume=not args.no_resume, ids=ids, progress=not args.quiet,
-        )  # fmt: skip
+            extractor,
+            paths,
+            args.out,
+            args.split,
+            args.batch_size,
+            caps,
+            resume=not args.no_resume,
+            ids=ids,
+            progress=not args.quiet,
+        )
     except (ExtractError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The toy Faster R-CNN: training losses (incl. colour), the RegionExtractor interface, save/load."""
+"""The toy Faster R-CNN: training losses (incl. colour), RegionExtractor interface, save/load."""
 
 from __future__ import annotations
 
@@ -129,8 +129,17 @@ def test_from_pretrained_missing_dir_is_a_clear_error(tmp_path):
 
 
 def test_train_detector_few_steps_saves(toy_split, tmp_path):
-    det = train_detector(toy_split, tmp_path / "d", epochs=1, batch_size=2, device="cpu",
-                         num_workers=0, cfg=tiny_cfg(), max_steps=2, log=lambda s: None)  # fmt: skip
+    det = train_detector(
+        toy_split,
+        tmp_path / "d",
+        epochs=1,
+        batch_size=2,
+        device="cpu",
+        num_workers=0,
+        cfg=tiny_cfg(),
+        max_steps=2,
+        log=lambda s: None,
+    )
     assert not det.model.training
     again = ToyDetector.from_pretrained(tmp_path / "d")
     assert again.cfg.feature_dim == 32 and again.classes == list(tw.SHAPES)

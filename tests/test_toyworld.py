@@ -96,8 +96,12 @@ def test_captions_tokenize_and_ground_consistently(scenes):
                     assert objs, (cap.text, word)
             # "mention colours + shapes of most objects": at most one object left out
             assert len(mentioned) >= len(scene.objects) - 1, cap.text
-            colour_objs = {o for objs, r in zip(cap.token_objects, cap.token_roles)
-                           if r == "colour" for o in objs}  # fmt: skip
+            colour_objs = {
+                o
+                for objs, r in zip(cap.token_objects, cap.token_roles)
+                if r == "colour"
+                for o in objs
+            }
             assert colour_objs == mentioned
 
 
@@ -126,7 +130,9 @@ def test_hard_negatives_swap_two_colours(scenes):
             if src.token_roles[k] == "colour":
                 (o,) = src.token_objects[k]
                 other = j if o == i else i
-                assert o in (i, j) and neg["tokens"][k] in tw.COLOUR_WORDS[scene.objects[other].colour]
+                assert (
+                    o in (i, j) and neg["tokens"][k] in tw.COLOUR_WORDS[scene.objects[other].colour]
+                )
     assert n_neg >= 10
 
 
@@ -141,12 +147,16 @@ def test_generate_split_is_independent_of_workers(tmp_path):
         assert np.array_equal(im1, im2)
     # Any single image can be regenerated from (seed, split, index).
     img, scene = tw.generate_scene(tw.image_seed(7, "dev", 3))
-    assert np.array_equal(np.asarray(img), np.asarray(tw.Image.open(tmp_path / "a" / a1["images"][3]["file"])))
+    assert np.array_equal(
+        np.asarray(img), np.asarray(tw.Image.open(tmp_path / "a" / a1["images"][3]["file"]))
+    )
     assert [c.text for c in scene.captions] == [c["text"] for c in a1["images"][3]["captions"]]
 
 
 def test_cli_writes_three_splits(tmp_path, capsys):
-    rc = tw.main(["--seed", "1", "--split-sizes", "3,2,2", "--out", str(tmp_path), "--workers", "1"])
+    rc = tw.main(
+        ["--seed", "1", "--split-sizes", "3,2,2", "--out", str(tmp_path), "--workers", "1"]
+    )
     assert rc == 0
     for split, n in (("train", 3), ("dev", 2), ("test", 2)):
         ann = tw.load_annotations(tmp_path / split)

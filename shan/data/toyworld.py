@@ -190,9 +190,19 @@ def _polygon(shape: str, w: int, h: int) -> list[tuple[float, float]] | None:
         a, b = (w - 1) / 3, 2 * (w - 1) / 3
         c, d = (h - 1) / 3, 2 * (h - 1) / 3
         return [
-            (a, 0), (b, 0), (b, c), (w - 1, c), (w - 1, d), (b, d),
-            (b, h - 1), (a, h - 1), (a, d), (0, d), (0, c), (a, c),
-        ]  # fmt: skip
+            (a, 0),
+            (b, 0),
+            (b, c),
+            (w - 1, c),
+            (w - 1, d),
+            (b, d),
+            (b, h - 1),
+            (a, h - 1),
+            (a, d),
+            (0, d),
+            (0, c),
+            (a, c),
+        ]
     if shape == "heart":
         ts = np.linspace(0, 2 * math.pi, 48, endpoint=False)
         xs = 16 * np.sin(ts) ** 3

@@ -375,8 +375,13 @@ class ToyDetectionDataset(torch.utils.data.Dataset):
     (G,) int64 colour id. ``hflip`` mirrors images at random (shapes are left-right symmetric).
     """
 
-    def __init__(self, split_dir: str | Path, classes: Sequence[str], colours: Sequence[str],
-                 hflip: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        split_dir: str | Path,
+        classes: Sequence[str],
+        colours: Sequence[str],
+        hflip: bool = True,
+    ) -> None:
         from shan.data.toyworld import load_annotations
 
         self.root = Path(split_dir)
