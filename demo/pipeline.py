@@ -198,7 +198,9 @@ class MatchResult:
         captions: ``M`` captions as scored.
         scores: ``(M, 4)`` columns ``total, l2l, g2l, g2g``.
         order: caption indices, best first.
-        explanations: ``M`` per-step explanations, in caption order.
+        explanations: ``M`` per-step explanations in caption order; ``None`` until computed
+            (:meth:`DemoPipeline.explain`; :meth:`DemoPipeline.match` computes the best one).
+        batch: the encoded captions (``TokenBatch``, CPU), kept to explain other captions later.
         notices: things the user should know (cut captions, unknown words, ...).
         timings: seconds spent in ``detect``, ``score``, ``explain``.
     """
@@ -209,9 +211,14 @@ class MatchResult:
     captions: list[str]
     scores: np.ndarray
     order: list[int]
-    explanations: list[StepExplanation]
+    explanations: list[StepExplanation | None]
+    batch: Any = None
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+    def display_words(self, m: int) -> list[str]:
+        """Caption ``m``'s tokens as the model reads them, unknown ones marked ``word?``."""
+        return [w + "?" if u else w for w, u in zip(self.batch.words[m], self.batch.unknown[m])]
 
 
 @dataclass
@@ -421,12 +428,28 @@ class DemoPipeline:
 
     # ---- the two questions -----------------------------------------------------------------
 
-    def match(self, image: Any, captions: str | Sequence[str]) -> MatchResult:
-        """Rank captions for one image and explain every pair.
+    def explain(self, result: MatchResult, m: int) -> StepExplanation:
+        """The step-by-step explanation of caption ``m`` of ``result`` (computed once, then kept).
+
+        Runs SHAN on the stored region features; the detector does not run again.
+        """
+        if not 0 <= m < len(result.captions):
+            raise InputError("Pick one of the listed captions.")
+        if result.explanations[m] is None:
+            result.explanations[m] = self._explain(
+                result.regions, result.batch, m, result.captions[m], result.image
+            )
+        return result.explanations[m]
+
+    def match(
+        self, image: Any, captions: str | Sequence[str], explain_all: bool = False
+    ) -> MatchResult:
+        """Rank captions for one image and explain the best pair (or every pair).
 
         Args:
             image: anything :func:`load_image` takes.
             captions: one per line (str) or a list.
+            explain_all: explain every caption now instead of on demand (:meth:`explain`).
 
         Raises:
             InputError: unusable image or no caption.
@@ -441,20 +464,23 @@ class DemoPipeline:
         notices += self._text_notices(batch, caps)
         scores = self._score([regions], batch)[0]
         t2 = time.perf_counter()
-        expls = [self._explain(regions, batch, m, caps[m], img) for m in range(len(caps))]
-        t3 = time.perf_counter()
         order = [int(i) for i in np.argsort(-scores[:, 0], kind="stable")]
-        return MatchResult(
+        result = MatchResult(
             image=img,
             regions=regions,
             region_labels=region_names(regions),
             captions=caps,
             scores=scores,
             order=order,
-            explanations=expls,
+            explanations=[None] * len(caps),
+            batch=batch.to("cpu"),
             notices=notices,
-            timings={"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2},
         )
+        for m in range(len(caps)) if explain_all else order[:1]:
+            self.explain(result, m)
+        t3 = time.perf_counter()
+        result.timings = {"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2}
+        return result
 
     def search(self, images: Sequence[Any], caption: str) -> SearchResult:
         """Rank images for one caption; explain the best pair.

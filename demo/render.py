@@ -145,11 +145,15 @@ def _photo_figure(
     fig_w = panels * panel_w + gap * (panels - 1) + cbar_w
     fig_h = panel_h + title_h + panel_title_h + 0.05
     fig = _figure(fig_w, fig_h)
+    photo = image.convert("RGB")
+    # no more pixels than are shown
+    photo.thumbnail((int(panel_w * DPI * 1.5), int(panel_h * DPI * 1.5)))
+    pixels = np.asarray(photo)
     axes = []
     for p in range(panels):
         left = p * (panel_w + gap)
         ax = fig.add_axes((left / fig_w, 0.05 / fig_h, panel_w / fig_w, panel_h / fig_h))
-        ax.imshow(_image_array(image), interpolation="bilinear", extent=(0, w, h, 0))
+        ax.imshow(pixels, interpolation="bilinear", extent=(0, w, h, 0))
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_axis_off()

@@ -106,7 +106,7 @@ def ranking_table(result: MatchResult) -> pd.DataFrame:
     rows = []
     for rank, m in enumerate(result.order, start=1):
         s = result.scores[m]
-        words = " ".join(result.explanations[m].display_words)
+        words = " ".join(result.display_words(m))
         rows.append([rank, result.captions[m], words, *(_fmt(v) for v in s)])
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
 
@@ -217,8 +217,10 @@ def step3_views(expl: StepExplanation) -> tuple[np.ndarray, str]:
 
 
 def caption_views(result: MatchResult, m: int, j: int | None = None) -> tuple:
-    """All step views of caption ``m`` (word ``j``, or the default word)."""
+    """All step views of caption ``m`` (word ``j``, or the default word); needs its explanation."""
     expl = result.explanations[m]
+    if expl is None:
+        raise ValueError(f"caption {m} is not explained yet (DemoPipeline.explain)")
     if j is None or not 0 <= j < len(expl.words):
         j = default_word(expl)
     s2_pic, s2_bars = step2_views(result.image, expl)
@@ -286,20 +288,21 @@ def build_demo(
         notes = _warn(result.notices)
         return (notes, *match_views(result), result)
 
+    @gpu
     @friendly("explaining the caption")
     def on_caption(result: MatchResult | None, m: Any) -> tuple:
         if result is None or m is None:
-            return tuple(gr.skip() for _ in range(9))
-        m = int(m)
-        if not 0 <= m < len(result.captions):
-            raise InputError("Pick one of the listed captions.")
-        return caption_views(result, m)
+            return tuple(gr.skip() for _ in range(10))
+        pipeline.explain(result, int(m))  # SHAN on the stored regions; no new detection
+        return (*caption_views(result, int(m)), result)
 
     @friendly("showing the word")
     def on_word(result: MatchResult | None, m: Any, j: Any) -> tuple:
         if result is None or m is None or j is None:
             return gr.skip(), gr.skip(), gr.skip()
         expl = result.explanations[int(m)]
+        if expl is None:
+            return gr.skip(), gr.skip(), gr.skip()
         j = int(j)
         if not 0 <= j < len(expl.words):
             raise InputError("Pick one of the caption's words.")
@@ -492,7 +495,7 @@ def build_demo(
         caption_sel.input(
             on_caption,
             inputs=[state, caption_sel],
-            outputs=step_outputs,
+            outputs=[*step_outputs, state],
             api_name="explain_caption",
         )
         word_sel.input(

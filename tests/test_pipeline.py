@@ -52,6 +52,14 @@ def test_match_ranks_and_explains(pipe, img_path):
     caps = ["a red circle left of a blue square", "a green triangle", "two black circles"]
     r = pipe.match(str(img_path), "\n".join(caps))
     assert r.captions == caps
+    # only the best caption is explained up front; the others on demand, without detection
+    assert [e is not None for e in r.explanations] == [m == r.order[0] for m in range(3)]
+    calls = pipe.extractor.calls
+    for m in range(3):
+        assert pipe.explain(r, m) is r.explanations[m]
+    assert pipe.extractor.calls == calls
+    with pytest.raises(InputError):
+        pipe.explain(r, 3)
     assert r.scores.shape == (3, 4)
     totals = r.scores[:, 0]
     assert list(totals[r.order]) == sorted(totals, reverse=True)

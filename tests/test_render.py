@@ -20,7 +20,8 @@ from tests.app_fixtures import REPO, make_pipeline, scene
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     pipe = make_pipeline(tmp_path_factory.mktemp("render"))
-    return pipe.match(scene(), "a red circle left of a blue square\na purple zebra\na green one")
+    text = "a red circle left of a blue square\na purple zebra\na green one"
+    return pipe.match(scene(), text, explain_all=True)
 
 
 def _is_picture(arr) -> bool:
