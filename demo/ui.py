@@ -354,7 +354,10 @@ def build_demo(
                         match_btn = gr.Button("Match", variant="primary", elem_id="match-btn")
                     with gr.Column(scale=1):
                         regions_out = gr.Image(
-                            label="Detected regions", interactive=False, elem_id="regions"
+                            label="Detected regions",
+                            interactive=False,
+                            elem_id="regions",
+                            show_label=False,
                         )
                         gr.Markdown(texts.REGIONS, elem_classes=["teach"])
                 match_ex_slot = gr.Column()
@@ -370,7 +373,11 @@ def build_demo(
                         scale=3,
                     )
                     chart_out = gr.Image(
-                        label="Scores", interactive=False, elem_id="scores-chart", scale=2
+                        label="Scores",
+                        interactive=False,
+                        elem_id="scores-chart",
+                        show_label=False,
+                        scale=2,
                     )
                 caption_sel = gr.Dropdown(
                     label="Explain this caption (the step views below follow it)",
@@ -391,6 +398,7 @@ def build_demo(
                                 label="Step 1 heatmap of the chosen word",
                                 interactive=False,
                                 elem_id="step1-heatmap",
+                                show_label=False,
                             )
                             word_md = gr.Markdown(elem_id="word-summary")
                         with gr.Column(scale=2):
@@ -398,6 +406,7 @@ def build_demo(
                     thumbs_out = gr.Gallery(
                         label="Step 1 · every word's heatmap (click one to choose it)",
                         columns=5,
+                        fit_columns=False,
                         height="auto",
                         allow_preview=False,
                         elem_id="step1-gallery",
@@ -406,15 +415,22 @@ def build_demo(
                         label="Step 1 · word × region matrix",
                         interactive=False,
                         elem_id="step1-matrix",
+                        show_label=False,
                     )
                 with gr.Group(elem_classes=["step-box"]):
                     with gr.Row():
                         with gr.Column(scale=3):
                             s2_img_out = gr.Image(
-                                label="Step 2 · regions", interactive=False, elem_id="step2-regions"
+                                label="Step 2 · regions",
+                                interactive=False,
+                                elem_id="step2-regions",
+                                show_label=False,
                             )
                             s2_bar_out = gr.Image(
-                                label="Step 2 · words", interactive=False, elem_id="step2-words"
+                                label="Step 2 · words",
+                                interactive=False,
+                                elem_id="step2-words",
+                                show_label=False,
                             )
                         with gr.Column(scale=2):
                             gr.Markdown(texts.STEP2, elem_classes=["teach"])
@@ -422,7 +438,10 @@ def build_demo(
                     with gr.Row():
                         with gr.Column(scale=3):
                             s3_out = gr.Image(
-                                label="Step 3 · the final score", interactive=False, elem_id="step3"
+                                label="Step 3 · the final score",
+                                interactive=False,
+                                elem_id="step3",
+                                show_label=False,
                             )
                             s3_md = gr.Markdown(elem_id="step3-summary")
                         with gr.Column(scale=2):
@@ -460,11 +479,18 @@ def build_demo(
                 s_thumbs = gr.Gallery(
                     label="Best image · one heatmap per word",
                     columns=5,
+                    fit_columns=False,
                     height="auto",
                     allow_preview=True,
                     elem_id="search-heatmaps",
                 )
-                s_heat = gr.Image(label="Best image · the sharpest word", interactive=False)
+                s_heat = gr.Image(
+                    label="Best image · the sharpest word",
+                    interactive=False,
+                    height=480,
+                    show_label=False,
+                    elem_id="search-heatmap",
+                )
 
             with gr.Tab("About", id="about"):
                 gr.Markdown(texts.ABOUT)
