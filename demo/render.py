@@ -236,7 +236,7 @@ def heatmap_image(
         interpolation="nearest",
     )
     if boxes is not None:
-        for rank, (i, wt) in enumerate(top):
+        for rank, (i, wt) in reversed(list(enumerate(top))):  # the best one drawn last, on top
             name = labels[i] if i < len(labels) else ""
             _draw_box(
                 ax, boxes[i], "white", f"{rank + 1}. #{i} {name} ({wt:.2f})", 2.0, label_bg="black"

@@ -362,23 +362,23 @@ def build_demo(
                         gr.Markdown(texts.REGIONS, elem_classes=["teach"])
                 match_ex_slot = gr.Column()
                 notices_out = gr.Markdown(elem_id="match-notices")
-                gr.Markdown(texts.RANKING, elem_classes=["teach"])
+                table_out = gr.Dataframe(
+                    headers=TABLE_HEADERS,
+                    label="Ranking (best first)",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="ranking",
+                )
                 with gr.Row():
-                    table_out = gr.Dataframe(
-                        headers=TABLE_HEADERS,
-                        label="Ranking (best first)",
-                        interactive=False,
-                        wrap=True,
-                        elem_id="ranking",
-                        scale=3,
-                    )
                     chart_out = gr.Image(
                         label="Scores",
                         interactive=False,
                         elem_id="scores-chart",
                         show_label=False,
-                        scale=2,
+                        scale=3,
                     )
+                    with gr.Column(scale=2):
+                        gr.Markdown(texts.RANKING, elem_classes=["teach"])
                 caption_sel = gr.Dropdown(
                     label="Explain this caption (the step views below follow it)",
                     choices=[],

@@ -130,6 +130,7 @@ def test_many_captions_and_long_caption_notices(app):
     assert len(out[1]["data"]) == 10
 
 
+@pytest.mark.slow
 def test_eight_concurrent_clients_all_served(app):
     url, tmp, _ = app
 

@@ -6,6 +6,7 @@ Skipped when Chromium is not on PATH (``scripts/test.sh`` installs the Debian pa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -42,7 +43,16 @@ def served(tmp_path_factory):
         examples = load_examples(EXAMPLES_JSON)
     else:
         pipe = make_pipeline(tmp)
-    if examples:
+        for i in range(2):
+            scene((300, 200), seed=i).save(tmp / f"ex{i}.png")
+        items = [
+            {"image": f"ex{i}.png", "captions": ["a red circle"], "hard_negative": "a blue circle"}
+            for i in range(2)
+        ]
+        (tmp / "examples.json").write_text(json.dumps(items))
+        examples = load_examples(tmp / "examples.json")
+        assert len(examples) == 2
+    if (SHIPPED_CHECKPOINT / "config.json").is_file() and examples:
         image = Path(examples[0].image)
         captions = "\n".join(examples[0].all_captions)
     else:
@@ -51,7 +61,7 @@ def served(tmp_path_factory):
         captions = "a red circle left of a blue square\na green triangle\na purple zebra"
     demo = build_demo(pipe, examples)
     url = launch_in_thread(demo)
-    yield url, image, captions, tmp
+    yield url, image, captions, tmp, examples
     demo.close()
 
 
@@ -110,7 +120,7 @@ def _text_in(pg, selector: str, text: str) -> None:
 
 
 def test_match_in_a_real_browser(served, page):
-    url, image, captions, tmp = served
+    url, image, captions, tmp, _ = served
     page.goto(url)
     page.locator("#match-image input[type=file]").set_input_files(str(image))
     page.wait_for_function(
@@ -144,7 +154,7 @@ def test_match_in_a_real_browser(served, page):
 
 
 def test_bad_input_shows_a_message(served, page):
-    url, image, _, tmp = served
+    url, image, _, tmp, _ = served
     page.goto(url)
     page.locator("#match-image input[type=file]").set_input_files(str(image))
     page.wait_for_function(
@@ -157,7 +167,7 @@ def test_bad_input_shows_a_message(served, page):
 
 
 def test_search_in_a_real_browser(served, page):
-    url, image, captions, tmp = served
+    url, image, captions, tmp, _ = served
     other = tmp / "other.png"
     scene((200, 200), seed=5).save(other)
     page.goto(url)
@@ -171,3 +181,13 @@ def test_search_in_a_real_browser(served, page):
     assert page.locator("#search-gallery img").count() >= 2
     assert page.locator("#search-heatmaps img").count() >= 1
     _shot(page, "search.png", tmp)
+
+
+def test_clicking_an_example_runs_it(served, page):
+    url, _, _, tmp, examples = served
+    page.goto(url)
+    page.locator('[data-testid="dataset-cell-0-1"]').first.click()  # Match tab, first example
+    _text_in(page, "#ranking", examples[0].all_captions[-1])  # the hard negative is ranked too
+    _loaded_img(page, "#step1-heatmap")
+    ranking = page.locator("#ranking").inner_text()
+    assert all(c in ranking for c in examples[0].all_captions)
