@@ -46,6 +46,8 @@ except ImportError:  # anywhere else: a no-op
 CONCURRENCY_LIMIT = 2  # requests computed at once (the CPU has few cores; more only queue)
 QUEUE_MAX_SIZE = 64  # requests waiting at most; more are refused with "queue full"
 MAX_FILE_SIZE = "20mb"  # upload limit per file
+STATE_TTL_S = 3600  # a session's stored match result is dropped after an hour without use
+STATE_SESSIONS = 256  # at most this many sessions keep a stored result (a few MB each)
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber")
 CSS = """
 .step-box {border-left: 4px solid var(--color-accent); padding-left: 12px;}
@@ -331,7 +333,8 @@ def build_demo(
             gr.Markdown(f"<small>Loaded: {pipeline.description}</small>")
         with gr.Accordion("What is SHAN? Read me first", open=True):
             gr.Markdown(texts.INTRO, elem_classes=["teach"])
-        state = gr.State(None)
+        # per-session result (image, regions, explanations): never a module global
+        state = gr.State(None, time_to_live=STATE_TTL_S)
         with gr.Tabs():
             with gr.Tab("Match: one image, many captions", id="match"):
                 gr.Markdown(texts.MATCH_HOWTO)
@@ -582,6 +585,7 @@ def launch_kwargs(host: str, port: int, share: bool = False) -> dict[str, Any]:
         "share": share,
         "show_error": True,
         "max_file_size": MAX_FILE_SIZE,
+        "state_session_capacity": STATE_SESSIONS,
         "theme": THEME,
         "css": CSS,
     }

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
@@ -203,3 +204,28 @@ def test_app_py_serves(tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_app_flags_and_env(monkeypatch, tmp_path, capsys):
+    import app as app_module
+
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    args = app_module.parse_args([])
+    assert (args.host, args.port, args.device, args.share) == ("0.0.0.0", 7999, "auto", False)
+    assert Path(args.checkpoint) == REPO / "checkpoints" / "shan"
+    args = app_module.parse_args(["--port", "8001", "--detector", "toy", "--share"])
+    assert (args.port, args.detector, args.share) == (8001, "toy", True)
+    if not torch.cuda.is_available():
+        ckpt = make_fixture_app_checkpoint(tmp_path)
+        assert app_module.main(["--checkpoint", str(ckpt), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no CUDA GPU" in err[0]
+
+
+def test_launch_settings():
+    from demo.ui import launch_kwargs
+
+    kw = launch_kwargs("127.0.0.1", 7860)
+    assert kw["show_error"] is True and kw["max_file_size"] == "20mb"
+    assert kw["server_name"] == "127.0.0.1" and kw["server_port"] == 7860

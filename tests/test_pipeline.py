@@ -369,3 +369,24 @@ def test_image_bytes_roundtrip_jpeg(pipe, tmp_path):
     p.write_bytes(buf.getvalue())
     r = pipe.match(str(p), "a red circle")
     assert r.image.size == (240, 160)
+
+
+def test_detector_flags_override_the_config(tmp_path):
+    ckpt = make_fixture_app_checkpoint(tmp_path)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ckpt.iterdir():  # the same model without a detector reference
+        data = f.read_bytes()
+        if f.name == "config.json":
+            cfg = json.loads(data)
+            cfg["extra"] = {}
+            data = json.dumps(cfg).encode()
+        (bare / f.name).write_bytes(data)
+    with pytest.raises(SetupError, match="names no detector"):
+        DemoPipeline.from_checkpoint(str(bare))
+    with pytest.raises(SetupError, match="no weights"):
+        DemoPipeline.from_checkpoint(str(bare), detector="toy")
+    pipe = DemoPipeline.from_checkpoint(
+        str(bare), detector="toy", detector_weights=str(tmp_path / "detector")
+    )
+    assert pipe.match(scene(), "a red circle").scores.shape == (1, 4)
