@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from shan.model.alignment import (
     FragmentAffinity,
     GatedFusion,
     align_pair,
+    fused_cpu_available,
     masked_softmax,
     prepare_captions,
     prepare_images,
@@ -147,3 +149,39 @@ def test_padding_with_garbage_never_changes_scores() -> None:
     for a, b in zip(base, padded, strict=True):
         assert torch.isfinite(b).all()
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.skipif(not fused_cpu_available(), reason="no C compiler for the fused CPU kernel")
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    d=st.sampled_from([32, 64, 80]),
+    smooth=st.sampled_from([9.0, 20.0]),
+)
+def test_fused_cpu_kernel_equals_torch_path(seed: int, d: int, smooth: float) -> None:
+    """The fused C kernel and the pure-torch chunk path agree (vector and scalar code paths)."""
+    torch.manual_seed(seed)
+    p = AlignmentParams(
+        FragmentAffinity(d),
+        GatedFusion(d),
+        GatedFusion(d),
+        ContextPooling(d),
+        ContextPooling(d),
+        smooth=smooth,
+        mu=0.4,
+    )
+    with torch.no_grad():
+        for mod in (p.affinity, p.fuse_img, p.fuse_txt, p.pool_img, p.pool_txt):
+            for w in mod.parameters():
+                w.add_(0.3 * torch.randn_like(w))
+        v = F.normalize(torch.randn(3, 6, d), dim=-1)
+        t = F.normalize(torch.randn(5, 9, d), dim=-1)
+        vm = torch.rand(3, 6) > 0.3
+        tm = torch.rand(5, 9) > 0.3
+        vm[:, 2] = True
+        tm[:, 4] = True
+        pi, pc = prepare_images(v, vm, p), prepare_captions(t, tm, p)
+        fast = score_chunk(pi, pc, p, fused=True)
+        slow = score_chunk(pi, pc, p, fused=False)
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()

@@ -19,7 +19,17 @@ fragments only. Every image needs >= 1 real region and every caption >= 1 real w
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -241,6 +251,347 @@ def align_pair(
     return out
 
 
+# ----------------------------------------------------------------------------- fused CPU kernel
+#
+# On CPU the per-pair tensors of step 2 ((k + n) x 2d floats per pair) do not fit in cache for any
+# chunk big enough to amortise PyTorch's per-operation overhead, so the torch path is bound by
+# memory bandwidth. This small C kernel (compiled once with the system C compiler, cached, loaded
+# with ctypes; no PyTorch headers) runs steps 1 (relevance) to 3 pair by pair with each pair's
+# data in L1/L2. PyTorch still computes all affinities (one GEMM) and the step-1 softmaxes.
+# Without a C compiler, or with SHAN_FUSED_CPU=0, the torch path runs instead (same results).
+
+_FUSED_C_SOURCE = r"""
+/* SHAN fused CPU kernel: steps 1 (relevance), 2 and 3 for a block of image-caption pairs.
+ * Inputs are prepared by shan.model.alignment (see PreparedImages / PreparedCaptions); the
+ * step-1 attention (alpha, beta) comes from torch. Portable C99 + GCC vector extensions. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+typedef int vi16 __attribute__((vector_size(64)));
+
+#define EPS 1e-8f
+
+static inline v16 ld(const float *p) { return *(const v16u *)p; }
+static inline void st(float *p, v16 v) { *(v16u *)p = v; }
+static inline v16 splat(float a) { return (v16){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a}; }
+static inline float hsum(v16 v) {
+    float s = 0.f;
+    for (int i = 0; i < 16; i++) s += v[i];
+    return s;
+}
+
+/* 1 / (1 + exp(-g)) with a degree-6 polynomial for 2^f (relative error ~2e-7). */
+static inline v16 vsigmoid(v16 g) {
+    v16 x = -g;
+    vi16 lo = x < splat(-87.f), hi = x > splat(87.f);
+    x = (v16)((lo & (vi16)splat(-87.f)) | (~lo & (vi16)x));
+    x = (v16)((hi & (vi16)splat(87.f)) | (~hi & (vi16)x));
+    v16 t = x * splat(1.44269504088896341f);
+    vi16 n = __builtin_convertvector(t + splat(128.5f), vi16) - 128;
+    v16 f = t - __builtin_convertvector(n, v16);
+    v16 p = splat(1.54035304e-4f);
+    p = p * f + splat(1.33335581e-3f);
+    p = p * f + splat(9.61812911e-3f);
+    p = p * f + splat(5.55041087e-2f);
+    p = p * f + splat(2.40226507e-1f);
+    p = p * f + splat(6.93147181e-1f);
+    p = p * f + splat(1.0f);
+    v16 scale = (v16)((n + 127) << 23);
+    return splat(1.f) / (splat(1.f) + p * scale);
+}
+
+static inline float sigmoid1(float g) { return 1.f / (1.f + expf(-g)); }
+
+/* One side of step 2 for one pair: gated fusion e = x^c - x, pooling -> ctx; also the step-1
+ * relevance mean over real rows (cos(x_i, star_i), star = attended vector).
+ * att(i, j) = att[i * ars + j * acs] (L rows x K), src (K x 2d) = [y ; -W_att y],
+ * bias (L x 2d) = [-x ; -(W_own x + b)], x (L x d), e scratch (L x d). */
+static void side(int L, int K, int d, const float *att, long ars, long acs, const float *src,
+                 const float *bias, const float *x, const float *mask, const float *xsum,
+                 float cnt, const float *w, const float *xnorm, float *e, float *u, float *wt,
+                 float *rn, float *rs, float *ctx, float *rel_mean) {
+    const long d2 = 2L * d;
+    const int dv = (d % 64 == 0) ? d : 0; /* vector path for d multiple of 64 */
+    for (int i = 0; i < L; i++) { rn[i] = 0.f; rs[i] = 0.f; }
+    for (int c0 = 0; c0 < dv; c0 += 64) {
+        for (int i = 0; i < L; i++) {
+            if (mask[i] == 0.f) continue;
+            const float *bi = bias + i * d2 + c0;
+            v16 s0 = ld(bi), s1 = ld(bi + 16), s2 = ld(bi + 32), s3 = ld(bi + 48);
+            v16 g0 = ld(bi + d), g1 = ld(bi + d + 16), g2 = ld(bi + d + 32), g3 = ld(bi + d + 48);
+            const float *ai = att + i * ars;
+            for (int j = 0; j < K; j++) {
+                const float a = ai[j * acs];
+                if (a == 0.f) continue;
+                const v16 av = splat(a);
+                const float *sj = src + j * d2 + c0;
+                s0 += av * ld(sj); s1 += av * ld(sj + 16);
+                s2 += av * ld(sj + 32); s3 += av * ld(sj + 48);
+                g0 += av * ld(sj + d); g1 += av * ld(sj + d + 16);
+                g2 += av * ld(sj + d + 32); g3 += av * ld(sj + d + 48);
+            }
+            const float *xi = x + (long)i * d + c0;
+            float *ei = e + (long)i * d + c0;
+            v16 x0 = ld(xi), x1 = ld(xi + 16), x2 = ld(xi + 32), x3 = ld(xi + 48);
+            v16 t0 = s0 + x0, t1 = s1 + x1, t2 = s2 + x2, t3 = s3 + x3;
+            rn[i] += hsum(t0 * x0 + t1 * x1 + t2 * x2 + t3 * x3);
+            rs[i] += hsum(t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3);
+            st(ei, s0 * vsigmoid(g0)); st(ei + 16, s1 * vsigmoid(g1));
+            st(ei + 32, s2 * vsigmoid(g2)); st(ei + 48, s3 * vsigmoid(g3));
+        }
+    }
+    for (int c = dv; c < d; c++) { /* scalar path (d not a multiple of 64) */
+        for (int i = 0; i < L; i++) {
+            if (mask[i] == 0.f) continue;
+            float s = bias[i * d2 + c], g = bias[i * d2 + d + c];
+            for (int j = 0; j < K; j++) {
+                const float a = att[i * ars + j * acs];
+                s += a * src[j * d2 + c];
+                g += a * src[j * d2 + d + c];
+            }
+            const float xv = x[(long)i * d + c], t = s + xv;
+            rn[i] += t * xv;
+            rs[i] += t * t;
+            e[(long)i * d + c] = s * sigmoid1(g);
+        }
+    }
+    /* pooling guide u = w * mean_i (x_i + e_i) */
+    const float inv = 1.f / cnt;
+    for (int c = 0; c < d; c++) u[c] = xsum[c];
+    for (int i = 0; i < L; i++) {
+        if (mask[i] == 0.f) continue;
+        const float *ei = e + (long)i * d;
+        for (int c = 0; c < d; c++) u[c] += ei[c];
+    }
+    for (int c = 0; c < d; c++) u[c] *= w[c] * inv;
+    float mx = -3.0e38f, rsum = 0.f;
+    for (int i = 0; i < L; i++) {
+        if (mask[i] == 0.f) continue;
+        const float *ei = e + (long)i * d, *xi = x + (long)i * d;
+        float acc = 0.f;
+        for (int c = 0; c < d; c++) acc += (xi[c] + ei[c]) * u[c];
+        wt[i] = acc;
+        if (acc > mx) mx = acc;
+        const float den = xnorm[i] * sqrtf(rs[i] > 0.f ? rs[i] : 0.f);
+        rsum += rn[i] / (den > EPS ? den : EPS);
+    }
+    *rel_mean = rsum * inv;
+    float z = 0.f;
+    for (int i = 0; i < L; i++) {
+        if (mask[i] == 0.f) continue;
+        wt[i] = expf(wt[i] - mx);
+        z += wt[i];
+    }
+    for (int c = 0; c < d; c++) ctx[c] = 0.f;
+    for (int i = 0; i < L; i++) {
+        if (mask[i] == 0.f) continue;
+        const float a = wt[i] / z;
+        const float *ei = e + (long)i * d, *xi = x + (long)i * d;
+        for (int c = 0; c < d; c++) ctx[c] += a * (xi[c] + ei[c]);
+    }
+}
+
+static float dot(const float *a, const float *b, int d) {
+    float s = 0.f;
+    for (int c = 0; c < d; c++) s += a[c] * b[c];
+    return s;
+}
+
+/* Global-to-local attention: context q (d) over rows y (L x d): softmax_i(lam cos(q, y_i)) over
+ * real rows, returns the attended vector in out (d). */
+static void g2l_attend(int L, int d, const float *q, const float *y, const float *ynorm,
+                       const float *mask, float lam, float *wt, float *out) {
+    const float qn = sqrtf(dot(q, q, d));
+    float mx = -3.0e38f, z = 0.f;
+    for (int i = 0; i < L; i++) {
+        if (mask[i] == 0.f) continue;
+        const float den = qn * ynorm[i];
+        wt[i] = lam * dot(q, y + (long)i * d, d) / (den > EPS ? den : EPS);
+        if (wt[i] > mx) mx = wt[i];
+    }
+    for (int i = 0; i < L; i++) {
+        if (mask[i] == 0.f) continue;
+        wt[i] = expf(wt[i] - mx);
+        z += wt[i];
+    }
+    for (int c = 0; c < d; c++) out[c] = 0.f;
+    for (int i = 0; i < L; i++) {
+        if (mask[i] == 0.f) continue;
+        const float a = wt[i] / z;
+        const float *yi = y + (long)i * d;
+        for (int c = 0; c < d; c++) out[c] += a * yi[c];
+    }
+}
+
+static float cosv(const float *a, const float *b, int d) {
+    const float den = sqrtf(dot(a, a, d)) * sqrtf(dot(b, b, d));
+    return dot(a, b, d) / (den > EPS ? den : EPS);
+}
+
+/* Pairs p in [p0, p1) of an (nc images x mc captions) block, p = image * mc + caption.
+ * alpha, beta: (nc, k, mc, n). Outputs (nc, mc): l2l, g2l, g2g.
+ * Returns 0, or 1 if out of memory. */
+int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const float *alpha,
+               const float *beta, const float *iv, const float *ibias, const float *isrc,
+               const float *imask, const float *ixsum, const float *icnt, const float *inorm,
+               const float *tt, const float *tbias, const float *tsrc, const float *tmask,
+               const float *txsum, const float *tcnt, const float *tnorm, const float *wi,
+               const float *wt, float mu, float lam, float *l2l, float *g2l, float *g2g) {
+    const int L = k > n ? k : n;
+    float *e = (float *)malloc(sizeof(float) * ((size_t)L * d + 6 * (size_t)d + 3 * (size_t)L));
+    if (!e) return 1;
+    float *u = e + (size_t)L * d, *vc = u + d, *tc = vc + d, *tsc = tc + d, *vsc = tsc + d,
+          *tmp = vsc + d, *wv = tmp + d, *rn = wv + L, *rs = rn + L;
+    const long d2 = 2L * d, kmn = (long)k * mc * n;
+    (void)nc;
+    for (long p = p0; p < p1; p++) {
+        const long v = p / mc, m = p % mc;
+        const float *x_v = iv + v * k * d, *m_v = imask + v * k, *n_v = inorm + v * k;
+        const float *x_t = tt + m * n * d, *m_t = tmask + m * n, *n_t = tnorm + m * n;
+        float rv, rt;
+        /* step 1 relevance + step 2 fusion/pooling, region side then word side */
+        side(k, n, d, alpha + v * kmn + m * n, (long)mc * n, 1, tsrc + m * n * d2,
+             ibias + v * k * d2, x_v, m_v, ixsum + v * d, icnt[v], wi, n_v, e, u, wv, rn, rs, vc,
+             &rv);
+        side(n, k, d, beta + v * kmn + m * n, 1, (long)mc * n, isrc + v * k * d2,
+             tbias + m * n * d2, x_t, m_t, txsum + m * d, tcnt[m], wt, n_t, e, u, wv, rn, rs, tc,
+             &rt);
+        l2l[p] = mu * rv + (1.f - mu) * rt;
+        /* step 2 global-to-local */
+        g2l_attend(n, d, vc, x_t, n_t, m_t, lam, wv, tsc);
+        g2l_attend(k, d, tc, x_v, n_v, m_v, lam, wv, vsc);
+        g2l[p] = 0.5f * (cosv(vc, tsc, d) + cosv(tc, vsc, d));
+        /* step 3 global-to-global */
+        for (int c = 0; c < d; c++) { u[c] = vc[c] + tsc[c]; tmp[c] = tc[c] + vsc[c]; }
+        g2g[p] = cosv(u, tmp, d);
+    }
+    free(e);
+    return 0;
+}
+"""
+
+_fused_lock = threading.Lock()
+_fused_state: dict = {}
+
+
+def _cpu_signature() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+        model = next((ln for ln in text.splitlines() if ln.startswith("model name")), "")
+    except OSError:
+        flags = model = ""
+    return f"{platform.machine()}|{platform.processor()}|{model}|{flags}"
+
+
+def _compile_fused() -> ctypes.CDLL | None:
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        return None
+    flag_sets = [
+        ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"],
+        ["-O3", "-ffast-math", "-shared", "-fPIC"],
+    ]
+    cache = Path(os.environ.get("SHAN_CACHE_DIR", Path.home() / ".cache" / "shan"))
+    for flags in flag_sets:
+        key = hashlib.sha256(
+            "\n".join([_FUSED_C_SOURCE, cc, " ".join(flags), _cpu_signature()]).encode()
+        ).hexdigest()[:16]
+        lib_path = cache / f"shan_fused_{key}.so"
+        try:
+            if not lib_path.exists():
+                cache.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory() as tmp:
+                    c_file = Path(tmp) / "shan_fused.c"
+                    c_file.write_text(_FUSED_C_SOURCE)
+                    out = Path(tmp) / "shan_fused.so"
+                    subprocess.run(
+                        [cc, *flags, "-o", str(out), str(c_file), "-lm"],
+                        check=True,
+                        capture_output=True,
+                        timeout=120,
+                    )
+                    tmp_target = lib_path.with_suffix(f".{os.getpid()}.tmp")
+                    shutil.copyfile(out, tmp_target)
+                    os.replace(tmp_target, lib_path)  # atomic: concurrent builds are safe
+            lib = ctypes.CDLL(str(lib_path))
+        except (OSError, subprocess.SubprocessError):
+            continue
+        fn = lib.shan_pairs
+        ptr = ctypes.c_void_p
+        fn.argtypes = (
+            [ctypes.c_int] * 5
+            + [ctypes.c_long] * 2
+            + [ptr] * 16
+            + [ptr, ptr]
+            + [ctypes.c_float, ctypes.c_float]
+            + [ptr] * 3
+        )
+        fn.restype = ctypes.c_int
+        return lib
+    return None
+
+
+def fused_cpu_available() -> bool:
+    """Whether the fused CPU kernel is usable (compiled on first call; ``SHAN_FUSED_CPU=0``
+    disables it)."""
+    if os.environ.get("SHAN_FUSED_CPU", "1") == "0":
+        return False
+    with _fused_lock:
+        if "lib" not in _fused_state:
+            _fused_state["lib"] = _compile_fused()
+    return _fused_state["lib"] is not None
+
+
+def _fused_pool(threads: int) -> ThreadPoolExecutor:
+    pool = _fused_state.get("pool")
+    if pool is None or _fused_state.get("threads") != threads:
+        if pool is not None:
+            pool.shutdown(wait=False)
+        pool = _fused_state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="shan")
+        _fused_state["threads"] = threads
+    return pool
+
+
+def _score_fused(
+    img: PreparedImages,
+    txt: PreparedCaptions,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    p: AlignmentParams,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 1-3 of a chunk with the fused CPU kernel; ``alpha``, ``beta`` ``(nc, k, mc, n)``.
+    Returns ``(s_l2l, s_g2l, s_g2g)``, each ``(nc, mc)``."""
+    fn = _fused_state["lib"].shan_pairs
+    nc, k, d = img.v.shape
+    mc, n, _ = txt.t.shape
+    tensors = [alpha, beta]
+    tensors += [img.v, img.fuse_bias, img.att_src, img.mask, img.x_sum, img.count, img.norm]
+    tensors += [txt.t, txt.fuse_bias, txt.att_src, txt.mask, txt.x_sum, txt.count, txt.norm]
+    tensors += [p.pool_img.weight, p.pool_txt.weight]
+    tensors = [x.detach().float().contiguous() for x in tensors]
+    out = torch.empty(3, nc, mc)
+    ptrs = [x.data_ptr() for x in tensors]
+    tail = [ctypes.c_float(p.mu), ctypes.c_float(p.smooth)] + [o.data_ptr() for o in out]
+    total = nc * mc
+    threads = max(1, min(torch.get_num_threads(), total))
+    cuts = [total * i // threads for i in range(threads + 1)]
+
+    def run(i: int) -> int:
+        return fn(nc, mc, k, n, d, cuts[i], cuts[i + 1], *ptrs, *tail)
+
+    if threads == 1:
+        codes = [run(0)]
+    else:
+        codes = list(_fused_pool(threads).map(run, range(threads)))
+    if any(codes):
+        raise MemoryError("fused SHAN kernel: out of memory for its scratch buffer")
+    return out[0], out[1], out[2]
+
+
 # ----------------------------------------------------------------------------- fast path
 
 
@@ -249,9 +600,10 @@ class PreparedImages:
     """Per-image quantities computed once for :func:`score_chunk` (slice with ``[a:b]``).
 
     ``v (N, k, d)`` zero-padded regions; ``mask (N, k)`` float 0/1; ``count (N,)`` real regions;
-    ``norm (N, k)`` |v_i|; ``proj (N, k, d)`` norm(W~_v v_i); ``gate_own (N, k, d)``
-    W_own v_i + b_g (image gate, own part); ``gate_for_words_v (N, k, 2d)`` = [W_att^txt v_i ; v_i]
-    (what the word side's attention ``beta`` is applied to); ``gram (N, k, k)`` = V V^T.
+    ``norm (N, k)`` |v_i|; ``proj (N, k, d)`` norm(W~_v v_i); ``fuse_bias (N, k, 2d)`` =
+    [-v_i ; -(W_own v_i + b_g)] (own part of the image-side fusion); ``att_src (N, k, 2d)`` =
+    [v_i ; -W_att^txt v_i] (what the word side's attention ``beta`` is applied to);
+    ``gram (N, k, k)`` = V V^T; ``x_sum (N, d)`` masked sum of ``v``.
     """
 
     v: torch.Tensor
@@ -259,9 +611,10 @@ class PreparedImages:
     count: torch.Tensor
     norm: torch.Tensor
     proj: torch.Tensor
-    gate_own: torch.Tensor
+    fuse_bias: torch.Tensor
     att_src: torch.Tensor
     gram: torch.Tensor
+    x_sum: torch.Tensor
 
     def __getitem__(self, sl: slice) -> PreparedImages:
         return PreparedImages(*(getattr(self, f)[sl] for f in self.__dataclass_fields__))
@@ -274,20 +627,29 @@ class PreparedImages:
 class PreparedCaptions:
     """Per-caption quantities for :func:`score_chunk`, symmetric to :class:`PreparedImages`:
     ``t (M, n, d)``, ``mask (M, n)``, ``count (M,)``, ``norm (M, n)``, ``proj (M, n, d)``,
-    ``gate_own (M, n, d)`` W_own^txt t_j + b_h, ``att_src (M, n, 2d)`` = [W_att^img t_j ; t_j],
-    ``gram (M, n, n)`` = T T^T."""
+    ``fuse_bias (M, n, 2d)`` = [-t_j ; -(W_own^txt t_j + b_h)], ``att_src (M, n, 2d)`` =
+    [t_j ; -W_att^img t_j], ``gram (M, n, n)`` = T T^T, ``x_sum (M, d)``."""
 
     t: torch.Tensor
     mask: torch.Tensor
     count: torch.Tensor
     norm: torch.Tensor
     proj: torch.Tensor
-    gate_own: torch.Tensor
+    fuse_bias: torch.Tensor
     att_src: torch.Tensor
     gram: torch.Tensor
+    x_sum: torch.Tensor
 
     def __getitem__(self, sl: slice) -> PreparedCaptions:
         return PreparedCaptions(*(getattr(self, f)[sl] for f in self.__dataclass_fields__))
+
+    def select(self, index: torch.Tensor, n_words: int) -> PreparedCaptions:
+        """Captions ``index`` (long ``(Mc,)``), word axis trimmed to the first ``n_words``."""
+        out = {f: getattr(self, f).index_select(0, index) for f in self.__dataclass_fields__}
+        for f in ("t", "mask", "norm", "proj", "fuse_bias", "att_src"):
+            out[f] = out[f][:, :n_words].contiguous()
+        out["gram"] = out["gram"][:, :n_words, :n_words].contiguous()
+        return PreparedCaptions(**out)
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
@@ -303,9 +665,10 @@ def prepare_images(v: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) -> P
         count=m.sum(-1),
         norm=v.norm(dim=-1),
         proj=p.affinity.project_images(v) * m[..., None],
-        gate_own=p.fuse_img.own_part(v),
-        att_src=torch.cat([p.fuse_txt.attended_part(v), v], dim=-1),
+        fuse_bias=-torch.cat([v, p.fuse_img.own_part(v)], dim=-1),
+        att_src=torch.cat([v, -p.fuse_txt.attended_part(v)], dim=-1),
         gram=v @ v.transpose(-1, -2),
+        x_sum=v.sum(1),
     )
 
 
@@ -319,39 +682,70 @@ def prepare_captions(t: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) ->
         count=m.sum(-1),
         norm=t.norm(dim=-1),
         proj=p.affinity.project_words(t) * m[..., None],
-        gate_own=p.fuse_txt.own_part(t),
-        att_src=torch.cat([p.fuse_img.attended_part(t), t], dim=-1),
+        fuse_bias=-torch.cat([t, p.fuse_txt.own_part(t)], dim=-1),
+        att_src=torch.cat([t, -p.fuse_img.attended_part(t)], dim=-1),
         gram=t @ t.transpose(-1, -2),
+        x_sum=t.sum(1),
     )
 
 
-def _pool(
-    fused: torch.Tensor, mask: torch.Tensor, count: torch.Tensor, weight: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 2 pooling for a batch: ``fused (B1, B2, L, d)`` (padded rows: anything finite) ->
-    ``(context (B1, B2, d), weights (B1, B2, L))``.
+def _buffer(like: torch.Tensor, shape: tuple[int, ...], workspace: dict, key: str) -> torch.Tensor:
+    """A contiguous tensor of ``shape`` carved from a buffer kept in ``workspace`` (reused across
+    chunks: no fresh allocation, hence no page faults, per chunk)."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    buf = workspace.get(key)
+    if buf is None or buf.numel() < numel or buf.device != like.device:
+        buf = workspace[key] = like.new_empty(numel)
+    return buf[:numel].view(shape)
 
-    ``mask`` must broadcast to ``(B1, B2, L)``, ``count`` to ``(B1, B2)``.
+
+def _attend_and_fuse(
+    att: torch.Tensor, src: torch.Tensor, bias: torch.Tensor, workspace: dict | None, key: str
+) -> torch.Tensor:
+    """Step 2 gated fusion for one side of a chunk, as one GEMM and one GLU.
+
+    ``att (B, R, K)`` step-1 attention, ``src (B, K, 2d)`` = ``[y ; -W_att y]``, ``bias (R, 2d)`` =
+    ``[-x ; -(W_own x + b)]``:  ``Z = bias + att @ src = [y* - x ; -(pre-activation)]`` and
+    ``GLU(Z) = (y* - x) * sigmoid(-pre) = (1 - g) * (y* - x) = x^c - x``. Returns ``(B, R, d)``.
     """
-    mean = torch.matmul(mask.unsqueeze(-2), fused).squeeze(-2) / count.unsqueeze(-1)
-    guide = (mean * weight).unsqueeze(-1)  # (B1, B2, d, 1)
-    logits = torch.matmul(fused, guide).squeeze(-1)  # (B1, B2, L)
+    if workspace is None:
+        return F.glu(torch.baddbmm(bias, att, src), dim=-1)
+    b, r, d2 = att.shape[0], att.shape[1], src.shape[2]
+    z = torch.baddbmm(bias, att, src, out=_buffer(att, (b, r, d2), workspace, key + "_z"))
+    return torch._C._nn.glu(z, -1, out=_buffer(att, (b, r, d2 // 2), workspace, key + "_e"))
+
+
+def _pool_fused(
+    e: torch.Tensor,
+    x: torch.Tensor,
+    x_sum: torch.Tensor,
+    mask: torch.Tensor,
+    count: torch.Tensor,
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 2 context pooling of the fused fragments ``x^c = x + e`` without forming ``x^c``.
+
+    Args:
+        e: ``(B1, B2, L, d)`` = ``x^c - x`` for ``B2`` own items of ``L`` fragments against ``B1``
+            items of the other modality; x: ``(B2, L, d)`` (padding zero); x_sum: ``(B2, d)``;
+            mask: ``(B2, L)`` float; count: ``(B2,)``; weight: ``(d,)`` the pooling vector ``w``.
+
+    Mean, logits ``x^c_i . (w * mean)`` and context split into a per-item part on ``x`` (shared by
+    all ``B1``) and a per-pair part on ``e``.
+
+    Returns:
+        ``(context (B1, B2, d), weights (B1, B2, L))``.
+    """
+    mean = (x_sum + torch.matmul(mask.unsqueeze(-2), e).squeeze(-2)) / count.unsqueeze(-1)
+    guide = mean * weight  # (B1, B2, d)
+    logits = torch.bmm(x, guide.permute(1, 2, 0)).permute(2, 0, 1)  # x . u  (B1, B2, L)
+    logits = logits + torch.matmul(e, guide.unsqueeze(-1)).squeeze(-1)  # + e . u
     weights = masked_softmax(logits, mask > 0, dim=-1)
-    context = torch.matmul(weights.unsqueeze(-2), fused).squeeze(-2)
+    context = torch.bmm(weights.transpose(0, 1), x).transpose(0, 1)  # sum_i a_i x_i
+    context = context + torch.matmul(weights.unsqueeze(-2), e).squeeze(-2)  # + sum_i a_i e_i
     return context, weights
-
-
-def _fuse(z: torch.Tensor, own: torch.Tensor, x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """Gated fusion from the attended GEMM output ``z = [W_att x* ; x*] (..., L, 2d)``:
-    ``g = sigmoid(W_att x* + own)``, returns ``x* + g * (x - x*)`` (``(..., L, d)``)."""
-    d = x.shape[-1]
-    zg, star = z[..., :d], z[..., d:]
-    if inplace:
-        g = zg.add_(own).sigmoid_()
-        diff = torch.sub(x, star)
-        return diff.mul_(g).add_(star)
-    g = torch.sigmoid(zg + own)
-    return star + g * (x - star)
 
 
 def score_chunk(
@@ -361,6 +755,8 @@ def score_chunk(
     use_l2l: bool = True,
     use_context: bool = True,
     use_g2g: bool = True,
+    workspace: dict | None = None,
+    fused: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """All three SHAN steps for every pair of a chunk (fast path).
 
@@ -369,6 +765,10 @@ def score_chunk(
         use_l2l: compute ``S_L2L`` (otherwise zeros; the step-1 attention is still computed when
             the context steps need it).
         use_context: compute steps 2 and 3 (``S_G2L``); use_g2g: also ``S_G2G``.
+        workspace: a dict kept across chunks; without gradients the big per-pair tensors are
+            written into its reused buffers.
+        fused: use the fused CPU kernel (default: when gradients are off, the tensors are
+            float32 on the CPU, the context steps are on and the kernel compiled).
 
     Returns:
         ``(s_l2l, s_g2l, s_g2g)``, each ``(Nc, Mc)``.
@@ -380,6 +780,18 @@ def score_chunk(
     if not (use_l2l or use_context):
         return zeros, zeros, zeros
     inplace = not torch.is_grad_enabled()
+    if fused is None:
+        fused = (
+            inplace
+            and use_context
+            and img.v.device.type == "cpu"
+            and img.v.dtype == torch.float32
+            and fused_cpu_available()
+        )
+    elif fused and not fused_cpu_available():
+        raise RuntimeError(
+            "the fused CPU kernel is unavailable (no C compiler, or SHAN_FUSED_CPU=0)"
+        )
 
     # ---- Step 1: all affinities of the chunk in one GEMM, one exp for both softmaxes.
     aff = (img.proj.reshape(nc * k, d) @ txt.proj.reshape(mc * n, d).T).view(nc, k, mc, n)
@@ -393,6 +805,10 @@ def score_chunk(
     else:
         alpha = masked_softmax(lam * aff, real > 0, dim=3)
         beta = masked_softmax(lam * aff, real > 0, dim=1)
+
+    if fused:
+        s_l2l, s_g2l, s_g2g = _score_fused(img, txt, alpha.contiguous(), beta.contiguous(), p)
+        return (s_l2l if use_l2l else zeros), s_g2l, (s_g2g if use_g2g else zeros)
 
     s_l2l = zeros
     if use_l2l:
@@ -414,18 +830,19 @@ def score_chunk(
     if not use_context:
         return s_l2l, zeros, zeros
 
-    # ---- Step 2: gated fusion. Region side, per caption m: alpha_m (nc*k, n) @ [W t ; t] (n, 2d).
+    # ---- Step 2: gated fusion. Region side, per caption m: alpha_m (nc*k, n) @ [t ; -W t].
+    ws = workspace if inplace else None
     alpha_m = alpha.reshape(nc * k, mc, n).transpose(0, 1)  # (mc, nc*k, n)
-    z_v = torch.bmm(alpha_m, txt.att_src).view(mc, nc, k, 2 * d)
-    v_fused = _fuse(z_v, img.gate_own.unsqueeze(0), img.v.unsqueeze(0), inplace)  # (mc,nc,k,d)
-    v_ctx, _ = _pool(v_fused, img.mask.unsqueeze(0), img.count.view(1, nc), p.pool_img.weight)
-    del z_v, v_fused
-    # Word side, per image i: beta_i^T (mc*n, k) @ [W v ; v] (k, 2d).
+    bias_v = img.fuse_bias.reshape(nc * k, 2 * d)
+    e_v = _attend_and_fuse(alpha_m, txt.att_src, bias_v, ws, "v").view(mc, nc, k, d)
+    v_ctx, _ = _pool_fused(e_v, img.v, img.x_sum, img.mask, img.count, p.pool_img.weight)
+    del e_v  # v_ctx: (mc, nc, d)
+    # Word side, per image i: beta_i^T (mc*n, k) @ [v ; -W v] (k, 2d).
     beta_i = beta.reshape(nc, k, mc * n).transpose(1, 2)  # (nc, mc*n, k)
-    z_t = torch.bmm(beta_i, img.att_src).view(nc, mc, n, 2 * d)
-    t_fused = _fuse(z_t, txt.gate_own.unsqueeze(0), txt.t.unsqueeze(0), inplace)  # (nc,mc,n,d)
-    t_ctx, _ = _pool(t_fused, txt.mask.unsqueeze(0), txt.count.view(1, mc), p.pool_txt.weight)
-    del z_t, t_fused
+    bias_t = txt.fuse_bias.reshape(mc * n, 2 * d)
+    e_t = _attend_and_fuse(beta_i, img.att_src, bias_t, ws, "t").view(nc, mc, n, d)
+    t_ctx, _ = _pool_fused(e_t, txt.t, txt.x_sum, txt.mask, txt.count, p.pool_txt.weight)
+    del e_t  # t_ctx: (nc, mc, d)
 
     # Global-to-local: image context (mc, nc, d) attends to words, text context to regions.
     v_ctx_norm = v_ctx.norm(dim=-1)  # (mc, nc)
@@ -467,4 +884,5 @@ __all__ = [
     "prepare_images",
     "prepare_captions",
     "score_chunk",
+    "fused_cpu_available",
 ]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -214,6 +215,7 @@ class SHAN(nn.Module):
         img_chunk: int = 16,
         txt_chunk: int = 32,
         grad_checkpoint: bool | None = None,
+        timings: dict[str, float] | None = None,
     ) -> StepScores:
         """Scores of all ``N x M`` image-caption pairs (fast batched path).
 
@@ -222,6 +224,10 @@ class SHAN(nn.Module):
         chunk sizes; the per-image and per-caption projections (about ``3 (N k + M n) d``
         floats) are computed once. With gradients enabled each chunk is recomputed in the backward
         pass (``grad_checkpoint``, default: on when gradients are enabled) to bound memory.
+
+        ``timings``, when given, receives the seconds spent preparing images / captions
+        (``"prepare"``, per-image and per-caption work) and scoring pairs (``"pairs"``); on CUDA
+        these are only meaningful after a synchronisation (the benchmark uses them on the CPU).
 
         Returns:
             :class:`StepScores` of ``(N, M)`` tensors.
@@ -241,36 +247,53 @@ class SHAN(nn.Module):
         p = self.params
         vm = vm.to(torch.bool)
         tm = tm.to(torch.bool)
+        if v.shape[0] and not bool(vm.any(1).all()):
+            raise ValueError("every image needs at least one real region (mask row all False)")
+        clock = time.perf_counter
+        t_begin = t_start = clock()
         pi = prepare_images(v.float(), vm, p)
-        pc = prepare_captions(t.float(), tm, p)
+        t_prep = clock() - t_start
+        t = t.float()
         if grad_checkpoint is None:
             grad_checkpoint = torch.is_grad_enabled()
-        n_img, n_txt = len(pi), len(pc)
-        out = [v.new_zeros(n_img, n_txt) for _ in range(3)]
-        if grad_checkpoint:
-            out = [[] for _ in range(3)]  # type: ignore[misc]
+        n_img, n_txt = len(pi), t.shape[0]
+        workspace: dict = {}
 
         def run(ci, ct):  # noqa: ANN001, ANN202
-            return score_chunk(ci, ct, p, c.use_l2l, need_context, c.use_g2g)
+            return score_chunk(ci, ct, p, c.use_l2l, need_context, c.use_g2g, workspace)
 
-        # captions outer: each caption block's tensors stay hot across the image chunks
+        # Captions sorted by length, so each caption block is padded only to its own longest;
+        # captions outer, so each block is prepared once and stays hot across the image chunks.
+        # Words past the last real one of a block are cut; a block needs >= 1 real word per row.
+        last = tm * torch.arange(1, tm.shape[1] + 1, device=tm.device)
+        lengths = last.max(1).values  # position after the last real word of each caption
+        if n_txt and int(lengths.min()) < 1:
+            raise ValueError("every caption needs at least one real word (mask row all False)")
+        order = torch.argsort(lengths, descending=True, stable=True)
+        blocks: list[list[torch.Tensor]] = [[], [], []]
         for t0 in range(0, n_txt, txt_chunk):
-            ct = pc[t0 : t0 + txt_chunk]
+            index = order[t0 : t0 + txt_chunk]
+            n_blk = int(lengths[index[0]])
+            t_start = clock()
+            ct = prepare_captions(t[index, :n_blk], tm[index, :n_blk], p)
+            t_prep += clock() - t_start
             row: list[list[torch.Tensor]] = [[], [], []]
             for i0 in range(0, n_img, img_chunk):
                 ci = pi[i0 : i0 + img_chunk]
                 if grad_checkpoint:
                     res = checkpoint(run, ci, ct, use_reentrant=False)
-                    for s, r in zip(row, res, strict=True):
-                        s.append(r)
                 else:
-                    for s, r in zip(out, run(ci, ct), strict=True):
-                        s[i0 : i0 + len(ci), t0 : t0 + len(ct)] = r
-            if grad_checkpoint:
-                for s, r in zip(out, row, strict=True):
-                    s.append(torch.cat(r, 0))  # type: ignore[attr-defined]
-        if grad_checkpoint:
-            out = [torch.cat(s, 1) for s in out]  # type: ignore[arg-type]
+                    res = run(ci, ct)
+                for acc, r in zip(row, res, strict=True):
+                    acc.append(r)
+            for acc, r in zip(blocks, row, strict=True):
+                acc.append(torch.cat(r, 0))
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n_txt, device=order.device)
+        out = [torch.cat(acc, 1).index_select(1, inverse) for acc in blocks]
+        if timings is not None:
+            timings["prepare"] = timings.get("prepare", 0.0) + t_prep
+            timings["pairs"] = timings.get("pairs", 0.0) + clock() - t_begin - t_prep
         return self._combine(*out)
 
     def forward(
