@@ -256,41 +256,59 @@ def matrix_image(
     highlight_word: int | None = None,
     max_regions: int = 20,
     cbar_label: str = "β (each column sums to 1)",
+    second: np.ndarray | None = None,
+    second_title: str = "α: region → words (each row sums to 1)",
+    first_title: str = "β: word → regions (each column sums to 1)",
 ) -> np.ndarray:
-    """The word × region attention matrix (regions as rows, words as columns) with a colour bar.
+    """The word × region attention matrix (regions as rows, words as columns) with colour bars.
 
-    Only the ``max_regions`` regions with the largest total weight are shown as rows (in region
-    order), so the matrix stays readable with 36 BUTD regions.
+    With ``second`` (e.g. α, same shape) the two matrices are drawn side by side, sharing the
+    region rows. Only the ``max_regions`` regions with the largest total weight are shown (in
+    region order), so the matrix stays readable with 36 BUTD regions.
     """
-    mat = np.asarray(weights, dtype=np.float64)
-    k, n = mat.shape
+    mats = [np.asarray(weights, dtype=np.float64)]
+    if second is not None:
+        mats.append(np.asarray(second, dtype=np.float64))
+    k, n = mats[0].shape
     rows = np.arange(k)
     if k > max_regions:
-        rows = np.sort(np.argsort(-mat.sum(1), kind="stable")[:max_regions])
-    sub = mat[rows]
-    width = min(11.0, 3.6 + 0.45 * n)
-    height = min(9.0, 1.9 + 0.28 * len(rows))
+        rows = np.sort(np.argsort(-mats[0].sum(1), kind="stable")[:max_regions])
+    panel_w = min(6.0, 0.9 + 0.42 * n)
+    label_w, cbar_w = 1.9, 1.0
+    width = label_w + len(mats) * (panel_w + cbar_w)
+    height = min(9.0, 2.1 + 0.28 * len(rows))
     fig = _figure(width, height)
-    left, right = 1.9 / width, 1 - 1.1 / width
-    bottom, top = 1.1 / height, 1 - 0.4 / height
-    ax = fig.add_axes((left, bottom, right - left, top - bottom))
-    im = ax.imshow(sub, cmap=MATRIX_CMAP, aspect="auto", vmin=0.0, vmax=max(float(sub.max()), 1e-9))
-    ax.set_xticks(range(n))
-    ax.set_xticklabels([shorten(w, 14) for w in words], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"#{i} {shorten(region_labels[i], 18)}" for i in rows], fontsize=7)
-    ax.set_xlabel("words of the caption", fontsize=8)
-    ax.set_ylabel("image regions", fontsize=8)
-    if highlight_word is not None and 0 <= highlight_word < n:
-        ax.add_patch(
-            Rectangle((highlight_word - 0.5, -0.5), 1, len(rows), fill=False, edgecolor="red", lw=2)
-        )
-    cax = fig.add_axes((right + 0.15 / width, bottom, 0.15 / width, top - bottom))
-    cb = fig.colorbar(im, cax=cax)
-    cb.set_label(cbar_label, fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+    bottom, top = 1.1 / height, 1 - 0.65 / height
+    labels_w = [f"#{i} {shorten(region_labels[i], 18)}" for i in rows]
+    for p, mat in enumerate(mats):
+        sub = mat[rows]
+        left = (label_w + p * (panel_w + cbar_w)) / width
+        ax = fig.add_axes((left, bottom, panel_w / width, top - bottom))
+        vmax = max(float(sub.max()), 1e-9)
+        im = ax.imshow(sub, cmap=MATRIX_CMAP, aspect="auto", vmin=0.0, vmax=vmax)
+        ax.set_xticks(range(n))
+        ax.set_xticklabels([shorten(w, 14) for w in words], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(labels_w if p == 0 else [], fontsize=7)
+        ax.set_xlabel("words of the caption", fontsize=8)
+        if p == 0:
+            ax.set_ylabel("image regions", fontsize=8)
+        if len(mats) > 1:
+            ax.set_title(first_title if p == 0 else second_title, fontsize=8)
+        if highlight_word is not None and 0 <= highlight_word < n:
+            ax.add_patch(
+                Rectangle(
+                    (highlight_word - 0.5, -0.5), 1, len(rows), fill=False, edgecolor="red", lw=2
+                )
+            )
+        cx = (label_w + p * (panel_w + cbar_w) + panel_w + 0.12) / width
+        cax = fig.add_axes((cx, bottom, 0.14 / width, top - bottom))
+        cb = fig.colorbar(im, cax=cax)
+        if len(mats) == 1:
+            cb.set_label(cbar_label, fontsize=8)
+        cb.ax.tick_params(labelsize=7)
     note = f" (top {len(rows)} of {k} regions)" if len(rows) < k else ""
-    fig.suptitle(title + note, fontsize=10)
+    fig.suptitle(title + note, fontsize=10, va="top", y=1 - 0.06 / height)
     return to_array(fig)
 
 

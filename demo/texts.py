@@ -53,9 +53,11 @@ regions gives **S_L2L**.
 **How to read the pictures.** The heatmap paints each region's β over its box (where boxes
 overlap, the larger β shows) and scales the map so its peak is 1: red = the word looks here,
 blue = it ignores this part. The outlined boxes are the word's top 3 regions, with their β.
-The small maps show every word at once. The matrix below has one column per word and one
-row per region: each column is one word's attention (sums to 1). A sharp column (one bright
-cell) means the word found a clear match; a flat column means it is unsure.
+The small maps show every word at once. The matrices below have one column per word and one
+row per region. Left, **β**: each column is one word's attention over the regions (sums to 1) —
+a sharp column (one bright cell) means the word found a clear match, a flat one that it is
+unsure. Right, **α**: each row is one region's attention over the words (sums to 1) — which
+word describes this region best.
 """
 
 STEP2 = """\

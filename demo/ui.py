@@ -175,8 +175,9 @@ def word_matrix(expl: StepExplanation, j: int | None) -> np.ndarray:
         expl.beta,
         expl.display_words,
         expl.region_labels,
-        title="Step 1 · word → region attention β",
+        title="Step 1 · the word × region attention matrices",
         highlight_word=j,
+        second=expl.alpha,
     )
 
 
