@@ -334,30 +334,35 @@ def choose_examples(
         batch = loaded.text.encode_batch([t for _, t in pool], model.cfg.max_words)
         txt = model.encode_captions(batch.tokens.to(device), batch.lengths.to(device))
         total = model.score(img, txt).total.float().cpu()
-    kept = []
+    kept: list[dict] = []
+    failed: list[dict] = []
     for i, r in enumerate(cands):
         top = int(total[i].argmax())
-        neg = pool[len(pool) - len(cands) + i][1]
         neg_idx = len(pool) - len(cands) + i
         src = r["hard_negative"]["source_caption"]
         src_idx = [j for j, (o, _) in enumerate(pool) if o == i][src]
-        if pool[top][0] == i and len(kept) < n:
-            kept.append(
-                {
-                    "image": f"toy_{len(kept) + 1:02d}.png",
-                    "source": r["id"],
-                    "captions": [c["text"] for c in r["captions"]],
-                    "hard_negative": neg,
-                    "hard_negative_source": src,
-                    "true_beats_negative": bool(total[i, src_idx] > total[i, neg_idx]),
-                    "objects": [
-                        {k2: o[k2] for k2 in ("shape", "colour", "size", "pattern", "box")}
-                        for o in r["objects"]
-                    ],
-                    "_file": str(data_dir / "test" / r["file"]),
-                }
-            )
-    return kept, {"candidates": len(cands), "kept": len(kept)}
+        ex = {
+            "image": "",
+            "source": r["id"],
+            "captions": [c["text"] for c in r["captions"]],
+            "hard_negative": pool[neg_idx][1],
+            "hard_negative_source": src,
+            "top_caption_is_own": pool[top][0] == i,
+            "true_beats_negative": bool(total[i, src_idx] > total[i, neg_idx]),
+            "objects": [
+                {k2: o[k2] for k2 in ("shape", "colour", "size", "pattern", "box")}
+                for o in r["objects"]
+            ],
+            "_file": str(data_dir / "test" / r["file"]),
+        }
+        (kept if ex["top_caption_is_own"] else failed).append(ex)
+    n_ok = len(kept)
+    # The demo needs examples even from a weak model; failures are marked (and fail the
+    # shipped-model test), never hidden.
+    kept = (kept + failed)[: max(n, 0)] if n_ok < 3 else kept[:n]
+    for j, ex in enumerate(kept):
+        ex["image"] = f"toy_{j + 1:02d}.png"
+    return kept, {"candidates": len(cands), "kept": len(kept), "own_caption_first": n_ok}
 
 
 def install(
@@ -488,9 +493,11 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "- Spatial words (left of, above, ...) are in the captions, but the region features carry "
         "little position information, so SHAN matches mostly on colours, shapes, sizes and "
         "patterns.",
-        f"- Examples in `assets/` are test images; {metrics['examples']['kept']} of "
-        f"{metrics['examples']['candidates']} candidates (taken in order) were kept because the "
-        "shipped model ranks one of their own captions first among all candidates' captions.",
+        f"- Examples in `assets/` are test images with a hard negative, taken in order; for "
+        f"{metrics['examples'].get('own_caption_first', 0)} of "
+        f"{metrics['examples']['candidates']} candidates the shipped model ranks one of their own "
+        "captions first among all candidates' captions and hard negatives; those are shipped "
+        "(failures only if fewer than 3 pass, marked `top_caption_is_own: false`).",
         "",
     ]
     path.write_text("\n".join(lines))
