@@ -68,11 +68,11 @@ def _image(path: Path | None):
     return img
 
 
-def bench_request(checkpoint: Path, repeats: int) -> dict[str, float]:
+def bench_request(checkpoint: Path, repeats: int, device: str = "auto") -> dict[str, float]:
     from demo.pipeline import DemoPipeline, load_examples
     from demo.ui import match_views
 
-    pipe = DemoPipeline.from_checkpoint(str(checkpoint), device="auto")
+    pipe = DemoPipeline.from_checkpoint(str(checkpoint), device=device)
     examples = load_examples(REPO / "assets" / "examples.json")
     image = _image(Path(examples[0].image) if examples else None)
     totals, cpu, stages = [], [], {"detect": [], "score": [], "explain": [], "render": []}
@@ -93,6 +93,25 @@ def bench_request(checkpoint: Path, repeats: int) -> dict[str, float]:
     out.update({f"{k}_median_s": statistics.median(v) for k, v in stages.items()})
     out["device"] = str(pipe.device)
     return out
+
+
+def compare_with_cpu(checkpoint: Path, device: str) -> float:
+    """Largest |score difference| between ``device`` and the CPU on one match + one search."""
+    import numpy as np
+
+    from demo.pipeline import DemoPipeline
+
+    pipes = [DemoPipeline.from_checkpoint(str(checkpoint), device=d) for d in (device, "cpu")]
+    image = _image(None)
+    diffs = []
+    results = [p.match(image, CAPTIONS, explain_all=True) for p in pipes]
+    diffs.append(np.abs(results[0].scores - results[1].scores).max())
+    for a, b in zip(results[0].explanations, results[1].explanations):
+        diffs.append(np.abs(a.beta - b.beta).max())
+        diffs.append(np.abs(a.delta - b.delta).max())
+    searches = [p.search([image, image.rotate(90)], CAPTIONS[0]) for p in pipes]
+    diffs.append(np.abs(searches[0].scores - searches[1].scores).max())
+    return float(max(diffs))
 
 
 def _free_port() -> int:
@@ -137,6 +156,10 @@ def main() -> None:
     p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "shan"))
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--no-startup", action="store_true")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--compare-cpu", action="store_true", help="also check scores/attention equal the CPU's"
+    )
     args = p.parse_args()
     ckpt = Path(args.checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +168,7 @@ def main() -> None:
             ckpt = _random_checkpoint(Path(tmp))
             label = "random paper-sized SHAN (d=1024) + random toy detector"
         print(f"model: {label} ({ckpt})")
-        res = bench_request(ckpt, args.repeats)
+        res = bench_request(ckpt, args.repeats, args.device)
         print(
             f"match request, 1 image + 5 captions, all pictures ({res['device']}): "
             f"median {res['request_median_s']:.3f} s over {args.repeats} (target <= 1.5 s); "
@@ -153,6 +176,9 @@ def main() -> None:
         )
         for key in ("detect", "score", "explain", "render"):
             print(f"  {key:8s} {res[f'{key}_median_s']:.3f} s")
+        if args.compare_cpu:
+            diff = compare_with_cpu(ckpt, args.device)
+            print(f"{args.device} vs cpu: largest |difference| in scores/attention {diff:.2e}")
         if not args.no_startup:
             s = bench_startup(ckpt)
             print(f"start-up: python app.py -> serving HTTP in {s:.1f} s (target <= 20 s)")

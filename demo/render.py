@@ -122,6 +122,9 @@ def _photo_figure(
     cbar_w: float = 0.0,
     panels: int = 1,
     panel_title_h: float = 0.0,
+    heats: Sequence[np.ndarray] | None = None,
+    cmap: str = HEAT_CMAP,
+    alpha: float = 0.6,
 ) -> tuple[Figure, list, Any]:
     """A figure whose photo axes fit the image exactly (no empty bands).
 
@@ -131,6 +134,8 @@ def _photo_figure(
         cbar_w: inches reserved at the right for a colour bar (0: none).
         panels: photo panels side by side.
         panel_title_h: inches above each panel for its own title.
+        heats: one ``(h, w)`` map in [0, 1] per panel, blended over the photo with ``cmap`` at
+            opacity ``alpha`` (composited in numpy at display size: one ``imshow`` per panel).
 
     Returns:
         ``(fig, photo_axes, colour_bar_axes or None)``.
@@ -145,12 +150,16 @@ def _photo_figure(
     fig_w = panels * panel_w + gap * (panels - 1) + cbar_w
     fig_h = panel_h + title_h + panel_title_h + 0.05
     fig = _figure(fig_w, fig_h)
-    photo = image.convert("RGB")
-    # no more pixels than are shown
-    photo.thumbnail((int(panel_w * DPI * 1.5), int(panel_h * DPI * 1.5)))
-    pixels = np.asarray(photo)
+    side = int(max(panel_w, panel_h) * DPI * 1.25)  # no more pixels than are shown
+    if heats is None:
+        photo = image.convert("RGB")
+        photo.thumbnail((side, side))
+        layers = [np.asarray(photo)] * panels
+    else:
+        layers = [overlay(image, heat, cmap=cmap, alpha=alpha, max_side=side) for heat in heats]
     axes = []
     for p in range(panels):
+        pixels = layers[p]
         left = p * (panel_w + gap)
         ax = fig.add_axes((left / fig_w, 0.05 / fig_h, panel_w / fig_w, panel_h / fig_h))
         ax.imshow(pixels, interpolation="bilinear", extent=(0, w, h, 0))
@@ -224,17 +233,10 @@ def heatmap_image(
         top: ``[(region index, weight), ...]`` to outline.
         labels: region names, indexed by region.
     """
-    fig, (ax,), cax = _photo_figure(image, width, title_h=0.4, cbar_w=0.9)
-    w, h = image.size
-    ax.imshow(
-        np.asarray(heat, dtype=np.float32),
-        cmap=cmap,
-        alpha=alpha,
-        vmin=0.0,
-        vmax=1.0,
-        extent=(0, w, h, 0),
-        interpolation="nearest",
+    fig, (ax,), cax = _photo_figure(
+        image, width, title_h=0.4, cbar_w=0.9, heats=[heat], cmap=cmap, alpha=alpha
     )
+    w, h = image.size
     if boxes is not None:
         for rank, (i, wt) in reversed(list(enumerate(top))):  # the best one drawn last, on top
             name = labels[i] if i < len(labels) else ""
@@ -385,25 +387,21 @@ def context_regions_image(
 ) -> np.ndarray:
     """Step 2 on the image: δ (text context → regions) and image pooling weights, side by side."""
     fig, axes, cax = _photo_figure(
-        image, width, title_h=0.1, cbar_w=0.9, panels=2, panel_title_h=0.3
+        image,
+        width,
+        title_h=0.1,
+        cbar_w=0.9,
+        panels=2,
+        panel_title_h=0.3,
+        heats=[delta_heat, pool_heat],
+        cmap=cmap,
+        alpha=alpha,
     )
-    w, h = image.size
     titles = (
         "δ: text context t_c → regions",
         "pooling weights that form the image context v_c",
     )
-    for ax, heat, ttl in zip(axes, (delta_heat, pool_heat), titles):
-        ax.imshow(
-            np.asarray(heat, dtype=np.float32),
-            cmap=cmap,
-            alpha=alpha,
-            vmin=0,
-            vmax=1,
-            extent=(0, w, h, 0),
-            interpolation="nearest",
-        )
-        ax.set_xlim(0, w)
-        ax.set_ylim(h, 0)
+    for ax, ttl in zip(axes, titles):
         ax.set_title(ttl, fontsize=9)
     _colorbar(fig, cax, cmap, "weight ÷ its peak")
     return to_array(fig)
