@@ -179,16 +179,16 @@ def main(argv: list[str] | None = None) -> None:
         f"({flops / pairs / 1e6:.2f} MFLOP/pair counted)"
     )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    nc = chunk_kw.get("img_chunk", 16)
-    mc = chunk_kw.get("txt_chunk", 32)
+    nc = chunk_kw.get("img_chunk", 16 if device.type == "cpu" else 64)
+    mc = chunk_kw.get("txt_chunk", 32 if device.type == "cpu" else 128)
     if fused:  # alpha, beta, affinities + per-thread scratch of one pair
         chunk_mb = (3 * nc * k * mc * n_pad + args.threads * (k + 8) * d) * 4 / 2**20
     else:  # the attended/fused (rows, 2d) + (rows, d) tensors of both sides
         chunk_mb = nc * mc * (k + n_pad) * 3 * d * 4 / 2**20
-    prep_mb = (args.images * k + mc * n_pad) * 5 * d * 4 / 2**20
+    prep_mb = (args.images * k + mc * n_pad) * 6 * d * 4 / 2**20
     print(
         f"memory: per-chunk intermediates ~{chunk_mb:.0f} MiB ({nc} images x {mc} captions per "
-        f"chunk); prepared images + one caption block {prep_mb:.0f} MiB (5 d-vectors per region, "
+        f"chunk); prepared images + one caption block {prep_mb:.0f} MiB (6 d-vectors per fragment, "
         f"linear in N); process max RSS {rss:.0f} MiB"
     )
     if args.skip_scan:

@@ -265,6 +265,9 @@ _FUSED_C_SOURCE = r"""
  * Inputs are prepared by shan.model.alignment (see PreparedImages / PreparedCaptions); the
  * step-1 attention (alpha, beta) comes from torch. Portable C99 + GCC vector extensions. */
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,23 +303,51 @@ static inline v16 vsigmoid(v16 g) {
     p = p * f + splat(6.93147181e-1f);
     p = p * f + splat(1.0f);
     v16 scale = (v16)((n + 127) << 23);
-    return splat(1.f) / (splat(1.f) + p * scale);
+    v16 den = splat(1.f) + p * scale;
+#if defined(__AVX512F__) && !defined(SHAN_NO_RCP)
+    /* reciprocal estimate (14 bits) + one Newton step: ~1e-7 relative error, no division */
+    v16 r = (v16)_mm512_rcp14_ps((__m512)den);
+    return r * (splat(2.f) - den * r);
+#else
+    return splat(1.f) / den;
+#endif
+}
+
+/* a . b with four independent vector accumulators (the FMA latency, not throughput, bounds a
+ * single-accumulator dot product) */
+static float dot(const float *a, const float *b, int d) {
+    int c = 0;
+    float s = 0.f;
+    if (d >= 64) {
+        v16 s0 = splat(0.f), s1 = s0, s2 = s0, s3 = s0;
+        for (; c + 64 <= d; c += 64) {
+            s0 += ld(a + c) * ld(b + c); s1 += ld(a + c + 16) * ld(b + c + 16);
+            s2 += ld(a + c + 32) * ld(b + c + 32); s3 += ld(a + c + 48) * ld(b + c + 48);
+        }
+        s = hsum((s0 + s1) + (s2 + s3));
+    }
+    for (; c < d; c++) s += a[c] * b[c];
+    return s;
 }
 
 static inline float sigmoid1(float g) { return 1.f / (1.f + expf(-g)); }
 
-/* One side of step 2 for one pair: gated fusion e = x^c - x, pooling -> ctx; also the step-1
- * relevance mean over real rows (cos(x_i, star_i), star = attended vector).
+/* One side of step 2 for one pair: gated fusion, context pooling -> ctx (d); also the step-1
+ * relevance mean over real rows (cos(x_i, star_i), star = the attended vector).
  * att(i, j) = att[i * ars + j * acs] (L rows x K), src (K x 2d) = [y ; -W_att y],
- * bias (L x 2d) = [-x ; -(W_own x + b)], x (L x d), e scratch (L x d). */
+ * bias (L x 2d) = [-x ; -(W_own x + b)], x (L x d). Scratch: f (L x d) fused rows x^c,
+ * u (d), wt (L), rv (2 L x 16). */
 static void side(int L, int K, int d, const float *att, long ars, long acs, const float *src,
-                 const float *bias, const float *x, const float *mask, const float *xsum,
-                 float cnt, const float *w, const float *xnorm, float *e, float *u, float *wt,
-                 float *rn, float *rs, float *ctx, float *rel_mean) {
+                 const float *bias, const float *x, const float *mask, float cnt, const float *w,
+                 const float *xnorm, float *f, float *u, float *wt, float *rv, float *ctx,
+                 float *rel_mean) {
     const long d2 = 2L * d;
     const int dv = (d % 64 == 0) ? d : 0; /* vector path for d multiple of 64 */
-    for (int i = 0; i < L; i++) { rn[i] = 0.f; rs[i] = 0.f; }
+    const float inv = 1.f / cnt;
+    float *rn = rv, *rs = rv + 16L * L; /* per-row partial dot products, 16 lanes each */
+    memset(rv, 0, sizeof(float) * 32 * (size_t)L);
     for (int c0 = 0; c0 < dv; c0 += 64) {
+        v16 u0 = splat(0.f), u1 = u0, u2 = u0, u3 = u0;
         for (int i = 0; i < L; i++) {
             if (mask[i] == 0.f) continue;
             const float *bi = bias + i * d2 + c0;
@@ -334,16 +365,23 @@ static void side(int L, int K, int d, const float *att, long ars, long acs, cons
                 g2 += av * ld(sj + d + 32); g3 += av * ld(sj + d + 48);
             }
             const float *xi = x + (long)i * d + c0;
-            float *ei = e + (long)i * d + c0;
+            float *fi = f + (long)i * d + c0;
             v16 x0 = ld(xi), x1 = ld(xi + 16), x2 = ld(xi + 32), x3 = ld(xi + 48);
-            v16 t0 = s0 + x0, t1 = s1 + x1, t2 = s2 + x2, t3 = s3 + x3;
-            rn[i] += hsum(t0 * x0 + t1 * x1 + t2 * x2 + t3 * x3);
-            rs[i] += hsum(t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3);
-            st(ei, s0 * vsigmoid(g0)); st(ei + 16, s1 * vsigmoid(g1));
-            st(ei + 32, s2 * vsigmoid(g2)); st(ei + 48, s3 * vsigmoid(g3));
+            v16 t0 = s0 + x0, t1 = s1 + x1, t2 = s2 + x2, t3 = s3 + x3; /* attended vector */
+            st(rn + 16L * i, ld(rn + 16L * i) + t0 * x0 + t1 * x1 + t2 * x2 + t3 * x3);
+            st(rs + 16L * i, ld(rs + 16L * i) + t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3);
+            /* fused x^c = x + (1 - g) (star - x) */
+            v16 f0 = x0 + s0 * vsigmoid(g0), f1 = x1 + s1 * vsigmoid(g1);
+            v16 f2 = x2 + s2 * vsigmoid(g2), f3 = x3 + s3 * vsigmoid(g3);
+            st(fi, f0); st(fi + 16, f1); st(fi + 32, f2); st(fi + 48, f3);
+            u0 += f0; u1 += f1; u2 += f2; u3 += f3;
         }
+        const v16 sc = splat(inv);
+        st(u + c0, u0 * sc * ld(w + c0)); st(u + c0 + 16, u1 * sc * ld(w + c0 + 16));
+        st(u + c0 + 32, u2 * sc * ld(w + c0 + 32)); st(u + c0 + 48, u3 * sc * ld(w + c0 + 48));
     }
     for (int c = dv; c < d; c++) { /* scalar path (d not a multiple of 64) */
+        float uc = 0.f;
         for (int i = 0; i < L; i++) {
             if (mask[i] == 0.f) continue;
             float s = bias[i * d2 + c], g = bias[i * d2 + d + c];
@@ -353,51 +391,38 @@ static void side(int L, int K, int d, const float *att, long ars, long acs, cons
                 g += a * src[j * d2 + d + c];
             }
             const float xv = x[(long)i * d + c], t = s + xv;
-            rn[i] += t * xv;
-            rs[i] += t * t;
-            e[(long)i * d + c] = s * sigmoid1(g);
+            rn[16L * i] += t * xv;
+            rs[16L * i] += t * t;
+            const float fv = xv + s * sigmoid1(g);
+            f[(long)i * d + c] = fv;
+            uc += fv;
         }
+        u[c] = uc * inv * w[c];
     }
-    /* pooling guide u = w * mean_i (x_i + e_i) */
-    const float inv = 1.f / cnt;
-    for (int c = 0; c < d; c++) u[c] = xsum[c];
-    for (int i = 0; i < L; i++) {
-        if (mask[i] == 0.f) continue;
-        const float *ei = e + (long)i * d;
-        for (int c = 0; c < d; c++) u[c] += ei[c];
-    }
-    for (int c = 0; c < d; c++) u[c] *= w[c] * inv;
-    float mx = -3.0e38f, rsum = 0.f;
-    for (int i = 0; i < L; i++) {
-        if (mask[i] == 0.f) continue;
-        const float *ei = e + (long)i * d, *xi = x + (long)i * d;
-        float acc = 0.f;
-        for (int c = 0; c < d; c++) acc += (xi[c] + ei[c]) * u[c];
-        wt[i] = acc;
-        if (acc > mx) mx = acc;
-        const float den = xnorm[i] * sqrtf(rs[i] > 0.f ? rs[i] : 0.f);
-        rsum += rn[i] / (den > EPS ? den : EPS);
-    }
-    *rel_mean = rsum * inv;
-    float z = 0.f;
-    for (int i = 0; i < L; i++) {
-        if (mask[i] == 0.f) continue;
-        wt[i] = expf(wt[i] - mx);
-        z += wt[i];
-    }
+    /* relevance mean; pooling weights softmax_i(f_i . u) and context, one pass (online softmax) */
+    float rsum = 0.f, mx = -3.0e38f, z = 0.f;
     for (int c = 0; c < d; c++) ctx[c] = 0.f;
     for (int i = 0; i < L; i++) {
         if (mask[i] == 0.f) continue;
-        const float a = wt[i] / z;
-        const float *ei = e + (long)i * d, *xi = x + (long)i * d;
-        for (int c = 0; c < d; c++) ctx[c] += a * (xi[c] + ei[c]);
+        const float num = hsum(ld(rn + 16L * i)), sq = hsum(ld(rs + 16L * i));
+        const float den = xnorm[i] * sqrtf(sq > 0.f ? sq : 0.f);
+        rsum += num / (den > EPS ? den : EPS);
+        const float *fi = f + (long)i * d;
+        const float l = dot(fi, u, d);
+        if (l > mx) {
+            const float r = expf(mx - l);
+            for (int c = 0; c < d; c++) ctx[c] *= r;
+            z *= r;
+            mx = l;
+        }
+        const float a = expf(l - mx);
+        z += a;
+        for (int c = 0; c < d; c++) ctx[c] += a * fi[c];
+        wt[i] = a;
     }
-}
-
-static float dot(const float *a, const float *b, int d) {
-    float s = 0.f;
-    for (int c = 0; c < d; c++) s += a[c] * b[c];
-    return s;
+    *rel_mean = rsum * inv;
+    const float iz = 1.f / z;
+    for (int c = 0; c < d; c++) ctx[c] *= iz;
 }
 
 /* Global-to-local attention: context q (d) over rows y (L x d): softmax_i(lam cos(q, y_i)) over
@@ -436,30 +461,28 @@ static float cosv(const float *a, const float *b, int d) {
  * Returns 0, or 1 if out of memory. */
 int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const float *alpha,
                const float *beta, const float *iv, const float *ibias, const float *isrc,
-               const float *imask, const float *ixsum, const float *icnt, const float *inorm,
-               const float *tt, const float *tbias, const float *tsrc, const float *tmask,
-               const float *txsum, const float *tcnt, const float *tnorm, const float *wi,
-               const float *wt, float mu, float lam, float *l2l, float *g2l, float *g2g) {
+               const float *imask, const float *icnt, const float *inorm, const float *tt,
+               const float *tbias, const float *tsrc, const float *tmask, const float *tcnt,
+               const float *tnorm, const float *wi, const float *wt, float mu, float lam,
+               float *l2l, float *g2l, float *g2g) {
     const int L = k > n ? k : n;
-    float *e = (float *)malloc(sizeof(float) * ((size_t)L * d + 6 * (size_t)d + 3 * (size_t)L));
+    float *e = (float *)malloc(sizeof(float) * ((size_t)L * d + 6 * (size_t)d + 33 * (size_t)L));
     if (!e) return 1;
     float *u = e + (size_t)L * d, *vc = u + d, *tc = vc + d, *tsc = tc + d, *vsc = tsc + d,
-          *tmp = vsc + d, *wv = tmp + d, *rn = wv + L, *rs = rn + L;
+          *tmp = vsc + d, *wv = tmp + d, *rv = wv + L;
     const long d2 = 2L * d, kmn = (long)k * mc * n;
     (void)nc;
     for (long p = p0; p < p1; p++) {
         const long v = p / mc, m = p % mc;
         const float *x_v = iv + v * k * d, *m_v = imask + v * k, *n_v = inorm + v * k;
         const float *x_t = tt + m * n * d, *m_t = tmask + m * n, *n_t = tnorm + m * n;
-        float rv, rt;
+        float r_v, r_t;
         /* step 1 relevance + step 2 fusion/pooling, region side then word side */
         side(k, n, d, alpha + v * kmn + m * n, (long)mc * n, 1, tsrc + m * n * d2,
-             ibias + v * k * d2, x_v, m_v, ixsum + v * d, icnt[v], wi, n_v, e, u, wv, rn, rs, vc,
-             &rv);
+             ibias + v * k * d2, x_v, m_v, icnt[v], wi, n_v, e, u, wv, rv, vc, &r_v);
         side(n, k, d, beta + v * kmn + m * n, 1, (long)mc * n, isrc + v * k * d2,
-             tbias + m * n * d2, x_t, m_t, txsum + m * d, tcnt[m], wt, n_t, e, u, wv, rn, rs, tc,
-             &rt);
-        l2l[p] = mu * rv + (1.f - mu) * rt;
+             tbias + m * n * d2, x_t, m_t, tcnt[m], wt, n_t, e, u, wv, rv, tc, &r_t);
+        l2l[p] = mu * r_v + (1.f - mu) * r_t;
         /* step 2 global-to-local */
         g2l_attend(n, d, vc, x_t, n_t, m_t, lam, wv, tsc);
         g2l_attend(k, d, tc, x_v, n_v, m_v, lam, wv, vsc);
@@ -525,7 +548,7 @@ def _compile_fused() -> ctypes.CDLL | None:
         fn.argtypes = (
             [ctypes.c_int] * 5
             + [ctypes.c_long] * 2
-            + [ptr] * 16
+            + [ptr] * 14
             + [ptr, ptr]
             + [ctypes.c_float, ctypes.c_float]
             + [ptr] * 3
@@ -569,8 +592,8 @@ def _score_fused(
     nc, k, d = img.v.shape
     mc, n, _ = txt.t.shape
     tensors = [alpha, beta]
-    tensors += [img.v, img.fuse_bias, img.att_src, img.mask, img.x_sum, img.count, img.norm]
-    tensors += [txt.t, txt.fuse_bias, txt.att_src, txt.mask, txt.x_sum, txt.count, txt.norm]
+    tensors += [img.v, img.fuse_bias, img.att_src, img.mask, img.count, img.norm]
+    tensors += [txt.t, txt.fuse_bias, txt.att_src, txt.mask, txt.count, txt.norm]
     tensors += [p.pool_img.weight, p.pool_txt.weight]
     tensors = [x.detach().float().contiguous() for x in tensors]
     out = torch.empty(3, nc, mc)

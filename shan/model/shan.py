@@ -212,14 +212,15 @@ class SHAN(nn.Module):
         self,
         img: ImageEmbeddings,
         txt: TextEmbeddings,
-        img_chunk: int = 16,
-        txt_chunk: int = 32,
+        img_chunk: int | None = None,
+        txt_chunk: int | None = None,
         grad_checkpoint: bool | None = None,
         timings: dict[str, float] | None = None,
     ) -> StepScores:
         """Scores of all ``N x M`` image-caption pairs (fast batched path).
 
-        Work runs in chunks of ``img_chunk`` images x ``txt_chunk`` captions, so the per-pair
+        Work runs in chunks of ``img_chunk`` images x ``txt_chunk`` captions (default 16 x 32 on
+        the CPU, 64 x 128 on an accelerator), so the per-pair
         intermediates (``(img_chunk, txt_chunk, k + n, 2d)`` floats at most) are bounded by the
         chunk sizes; the per-image and per-caption projections (about ``3 (N k + M n) d``
         floats) are computed once. With gradients enabled each chunk is recomputed in the backward
@@ -238,6 +239,9 @@ class SHAN(nn.Module):
             raise ValueError(
                 f"expected (N, k, d) and (M, n, d), got {tuple(v.shape)}, {tuple(t.shape)}"
             )
+        on_cpu = v.device.type == "cpu"
+        img_chunk = img_chunk or (16 if on_cpu else 64)
+        txt_chunk = txt_chunk or (32 if on_cpu else 128)
         if img_chunk < 1 or txt_chunk < 1:
             raise ValueError("img_chunk and txt_chunk must be >= 1")
         c = self.cfg
