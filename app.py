@@ -60,12 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     except SetupError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from demo.ui import build_demo, launch_kwargs
+    from demo.ui import build_demo, launch_kwargs, warm_up
 
     examples = load_examples(args.examples)
     demo = build_demo(pipeline, examples)
+    warm = warm_up(pipeline)
     logging.getLogger("shan.app").info(
-        "models loaded, %d examples, ready after %.1f s", len(examples), time.perf_counter() - START
+        "models loaded, %d examples, warm-up %.1f s, ready after %.1f s",
+        len(examples),
+        warm,
+        time.perf_counter() - START,
     )
     demo.launch(**launch_kwargs(args.host, args.port, args.share))
     return 0

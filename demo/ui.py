@@ -578,6 +578,23 @@ def build_demo(
     return demo
 
 
+def warm_up(pipeline: DemoPipeline) -> float:
+    """Run one small request end to end (model kernels, matplotlib fonts) so the first user
+    does not pay for it. Returns the seconds it took; failures are logged, never raised."""
+    import time
+
+    from PIL import Image
+
+    t0 = time.perf_counter()
+    try:
+        img = Image.new("RGB", (96, 64), "white")
+        img.paste((200, 40, 40), (10, 10, 40, 40))
+        match_views(pipeline.match(img, ["a red square", "a blue circle"]))
+    except Exception:  # a warm-up problem must not stop the app; the request will report it
+        log.warning("warm-up request failed", exc_info=True)
+    return time.perf_counter() - t0
+
+
 def launch_kwargs(host: str, port: int, share: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``demo.launch`` (server, upload limit, errors shown, theme)."""
     return {
@@ -599,6 +616,7 @@ __all__ = [
     "caption_views",
     "friendly",
     "launch_kwargs",
+    "warm_up",
     "match_views",
     "ranking_table",
     "search_views",

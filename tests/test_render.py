@@ -148,3 +148,15 @@ def test_shan_never_imports_demo_gradio_or_matplotlib():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_warm_up_runs_a_request_and_never_raises(tmp_path):
+    pipe = make_pipeline(tmp_path)
+    calls = pipe.extractor.calls
+    assert ui.warm_up(pipe) > 0 and pipe.extractor.calls == calls + 1
+
+    class Broken:
+        def match(self, *a, **k):
+            raise RuntimeError("boom")
+
+    assert ui.warm_up(Broken()) >= 0  # logged, not raised
