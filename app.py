@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--detector-weights", default=None, help="toy detector directory or BUTD weights file"
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: CPU cores / concurrent requests, at least 1)",
+    )
     p.add_argument("--examples", default=str(EXAMPLES), help="examples JSON (image + captions)")
     return p.parse_args(argv)
 
@@ -51,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from demo.pipeline import DemoPipeline, SetupError, load_examples
+    import torch
+
+    from demo.pipeline import DemoPipeline, SetupError, cpu_threads, load_examples
+    from demo.ui import CONCURRENCY_LIMIT
+
+    torch.set_num_threads(args.threads if args.threads > 0 else cpu_threads(CONCURRENCY_LIMIT))
 
     try:
         pipeline = DemoPipeline.from_checkpoint(

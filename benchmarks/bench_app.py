@@ -157,11 +157,20 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--no-startup", action="store_true")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0, help="as app.py: 0 = cores / concurrency")
     p.add_argument(
         "--compare-cpu", action="store_true", help="also check scores/attention equal the CPU's"
     )
     args = p.parse_args()
     ckpt = Path(args.checkpoint)
+    import torch
+
+    from demo.pipeline import cpu_threads
+    from demo.ui import CONCURRENCY_LIMIT
+
+    threads = args.threads if args.threads > 0 else cpu_threads(CONCURRENCY_LIMIT)
+    torch.set_num_threads(threads)
+    print(f"torch CPU threads: {threads} (as app.py sets them)")
     with tempfile.TemporaryDirectory() as tmp:
         label = "shipped checkpoint"
         if not (ckpt / "config.json").is_file():

@@ -259,6 +259,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_threads(concurrency: int, cpus: int | None = None) -> int:
+    """Torch CPU threads per request so ``concurrency`` requests share the cores without
+    oversubscription: ``max(1, cpus // concurrency)``.
+
+    Oversubscribed OpenMP threads spin and wait on a busy machine: measured here on 2 shared
+    cores, one match request took 1.8 s with 2 threads and 0.58 s with 1.
+    """
+    import os
+
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus // max(1, concurrency))
+
+
 def detector_from_extra(extra: dict | None, checkpoint_dir: Path) -> tuple[str | None, str | None]:
     """The detector a checkpoint names in its ``config.json`` extra: ``(kind, weights path)``.
 
@@ -623,4 +636,5 @@ __all__ = [
     "parse_captions",
     "region_names",
     "resolve_device",
+    "cpu_threads",
 ]

@@ -390,3 +390,12 @@ def test_detector_flags_override_the_config(tmp_path):
         str(bare), detector="toy", detector_weights=str(tmp_path / "detector")
     )
     assert pipe.match(scene(), "a red circle").scores.shape == (1, 4)
+
+
+def test_cpu_threads_share_the_cores():
+    from demo.pipeline import cpu_threads
+
+    assert cpu_threads(2, cpus=2) == 1
+    assert cpu_threads(2, cpus=16) == 8
+    assert cpu_threads(4, cpus=1) == 1
+    assert cpu_threads(0, cpus=4) == 4
