@@ -118,6 +118,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--assets-dir", default=None, help="default: assets/ (quick: <out>/assets)")
     p.add_argument("--reuse", action="store_true", help="reuse generated data / trained detector")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds for the whole run (full default 450, quick: none); the detector gets "
+        "--det-share of it, SHAN as many epochs as fit in what is left minus --eval-reserve",
+    )
+    p.add_argument("--det-share", type=float, default=0.3)
+    p.add_argument("--eval-reserve", type=float, default=45.0)
     args = p.parse_args(argv)
     full = {
         "train_images": 10000,
@@ -127,10 +136,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "det_epochs": 10,
         "det_batch": 64,
         "extract_batch": 128,
-        "shan_epochs": 12,
+        "shan_epochs": 10,
         "shan_batch": 128,
         "ablation_epochs": 6,
         "grounding_images": 500,
+        "time_budget": 450.0,
     }
     quick = {
         "train_images": 64,
@@ -148,6 +158,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    args.det_seconds = args.time_budget * args.det_share if args.time_budget else None
     if args.workers is None:
         args.workers = max(1, min(16, os.cpu_count() or 1))
     out = Path(args.out)
@@ -201,8 +212,10 @@ def detector_config(args: argparse.Namespace) -> ToyDetectorConfig:
 def stage_detector(args: argparse.Namespace, data_dir: Path, det_dir: Path) -> ToyDetector:
     if args.reuse and (det_dir / "detector.safetensors").is_file():
         print(f"reusing {det_dir}")
-        return ToyDetector.from_pretrained(det_dir, device=args.device)
-    return train_detector(
+        det = ToyDetector.from_pretrained(det_dir, device=args.device)
+        args.detector_training = dict(det.train_info)
+        return det
+    det = train_detector(
         data_dir / "train",
         det_dir,
         epochs=args.det_epochs,
@@ -212,7 +225,10 @@ def stage_detector(args: argparse.Namespace, data_dir: Path, det_dir: Path) -> T
         num_workers=min(args.workers, 8),
         cfg=detector_config(args),
         seed=args.seed,
+        max_seconds=args.det_seconds,
     )
+    args.detector_training = dict(getattr(det, "train_info", {}))
+    return det
 
 
 def stage_extract(
@@ -269,14 +285,31 @@ def stage_train_shan(
     out_dir: Path,
     epochs: int,
     steps: tuple[bool, bool, bool] = (True, True, True),
-) -> Path:
+    max_seconds: float | None = None,
+) -> tuple[Path, int]:
+    """Train SHAN with :func:`shan.train.train`; returns (best checkpoint dir, epochs trained).
+
+    With ``max_seconds``, epoch 1 runs alone and is timed; training then resumes (from
+    ``last/``) up to as many epochs as fit in the budget, at most ``epochs``.
+    """
     from shan.train import train
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     mcfg, dcfg, tcfg = shan_configs(args, img_dim, out_dir, epochs, steps)
     extra = {"detector": {"kind": "toy", "weights": "../detector"}, "toyworld": True}
-    return train(mcfg, dcfg, tcfg, extra=extra, progress=False)
+    if max_seconds is None or epochs <= 1:
+        return train(mcfg, dcfg, tcfg, extra=extra, progress=False), epochs
+    t0 = time.time()
+    train(mcfg, dcfg, dataclasses.replace(tcfg, epochs=1), extra=extra, progress=False)
+    per_epoch = time.time() - t0
+    fit = int((max_seconds - per_epoch) // max(per_epoch, 1e-3)) + 1
+    n_epochs = max(1, min(epochs, fit))
+    print(f"SHAN epoch 1 took {per_epoch:.1f}s; budget {max_seconds:.0f}s -> {n_epochs} epochs")
+    if n_epochs == 1:
+        return out_dir / "best", 1
+    resumed = dataclasses.replace(tcfg, epochs=n_epochs, resume=str(out_dir / "last"))
+    return train(mcfg, dcfg, resumed, extra=extra, progress=False), n_epochs
 
 
 def evaluate_model(ckpt: Path, data: dict, device: str) -> tuple[Any, dict[str, dict]]:
@@ -417,10 +450,13 @@ def write_model_card(metrics: dict, path: Path) -> None:
         f"{s['train_images']} synthetic toy-world images ({s['image_size']} px): small conv "
         f"backbone (stride 8), 7×7 RoIAlign, TwoMLPHead → {s['feature_dim']}-d region features, "
         f"shape classifier ({len(s['classes'])} shapes) and a colour (attribute) head. "
-        f"Regions per image: {s['min_regions']}–{s['max_regions']}.",
+        f"Regions per image: {s['min_regions']}–{s['max_regions']}. Training: "
+        f"{s.get('detector_training', {}).get('steps', '?')} steps of "
+        f"{s.get('detector_training', {}).get('batch_size', '?')} images.",
         f"- `shan/`: SHAN (GRU text encoder, d = {s['embed_dim']}, word dim {s['word_dim']}) "
-        f"trained for {s['shan_epochs']} epochs on the detector's region features of the "
-        "training images (not ground-truth boxes), 5 captions per image.",
+        f"trained for {s.get('shan_epochs_trained', s['shan_epochs'])} epochs on the "
+        "detector's region features of the training images (not ground-truth boxes), "
+        "5 captions per image.",
         f"- Sizes: detector {metrics['sizes_mb']['detector']:.1f} MB, SHAN "
         f"{metrics['sizes_mb']['shan']:.1f} MB.",
         "",
@@ -531,7 +567,14 @@ def main(argv: list[str] | None = None) -> int:
     with timer.stage("3 extract regions"):
         ext = stage_extract(args, det, data_dir, anns, precomp)
     with timer.stage("4 train SHAN"):
-        best = stage_train_shan(args, det.feature_dim, out / "shan", args.shan_epochs)
+        budget = None
+        if args.time_budget:
+            budget = args.time_budget - (time.time() - timer.t_start) - args.eval_reserve
+            print(f"time left for SHAN: {budget:.0f}s")
+        best, shan_epochs = stage_train_shan(
+            args, det.feature_dim, out / "shan", args.shan_epochs, max_seconds=budget
+        )
+        args.shan_epochs_trained = shan_epochs
     test = load_precomp_split(precomp, "test", anns["test"])
     with timer.stage("5 evaluate retrieval"):
         loaded, step_metrics = evaluate_model(best, test, args.device)
@@ -549,7 +592,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, steps in (("L2L", (1, 0, 0)), ("G2L", (0, 1, 0)), ("G2G", (0, 0, 1))):
                 flags = (bool(steps[0]), bool(steps[1]), bool(steps[2]))
                 run_dir = out / f"shan_{name.lower()}"
-                ck = stage_train_shan(args, det.feature_dim, run_dir, args.ablation_epochs, flags)
+                ck, _ = stage_train_shan(
+                    args, det.feature_dim, run_dir, args.ablation_epochs, flags
+                )
                 _, m = evaluate_model(ck, test, args.device)
                 ablations["trained"][name] = m["total"]
                 print(f"{name} only (trained): {_fmt(m['total'])}")

@@ -42,6 +42,7 @@ from shan.detect.base import Regions
 
 WEIGHTS_NAME = "detector.safetensors"
 CONFIG_NAME = "detector.json"
+TRAINING_NAME = "training.json"  # how it was trained (steps, seconds); informational
 
 
 class DetectorError(ValueError):
@@ -213,6 +214,7 @@ class ToyDetector:
         self.device = _resolve_device(device)
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
         self.model.eval()
+        self.train_info: dict[str, Any] = {}
         self.min_regions = cfg.min_regions if min_regions is None else int(min_regions)
         self.max_regions = cfg.max_regions if max_regions is None else int(max_regions)
         if self.min_regions < 0 or self.max_regions < 1 or self.min_regions > self.max_regions:
@@ -242,6 +244,8 @@ class ToyDetector:
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(out / WEIGHTS_NAME))
         (out / CONFIG_NAME).write_text(json.dumps(asdict(self.cfg), indent=2) + "\n")
+        if self.train_info:
+            (out / TRAINING_NAME).write_text(json.dumps(self.train_info, indent=2) + "\n")
         return out
 
     @classmethod
@@ -275,7 +279,10 @@ class ToyDetector:
             model.load_state_dict(load_file(str(wpath)))
         except RuntimeError as e:
             raise DetectorError(f"{wpath} does not match {cpath}: {e}") from e
-        return cls(cfg, model, device, min_regions, max_regions)
+        det = cls(cfg, model, device, min_regions, max_regions)
+        if (p / TRAINING_NAME).is_file():
+            det.train_info = json.loads((p / TRAINING_NAME).read_text())
+        return det
 
     # -- inference -----------------------------------------------------------------------------
 
@@ -430,12 +437,15 @@ def train_detector(
     seed: int = 0,
     log: Callable[[str], None] = print,
     max_steps: int | None = None,
+    max_seconds: float | None = None,
 ) -> ToyDetector:
     """Train a :class:`ToyDetector` from scratch on a toy-world split; optionally save it.
 
     AdamW with linear warm-up and cosine decay; losses: RPN objectness + box, shape classifier +
     box regression, colour (attribute) cross-entropy. ``max_steps`` caps the total iterations
-    (smoke tests). Returns the detector in eval mode.
+    (smoke tests); ``max_seconds`` is a wall-clock budget: the cosine schedule then follows
+    ``max(step / total, elapsed / max_seconds)`` and training stops when either reaches 1, so a
+    slower machine trains fewer steps but still anneals. Returns the detector in eval mode.
     """
     from shan.data.toyworld import COLOURS, SHAPES
 
@@ -467,44 +477,56 @@ def train_detector(
         total = min(total, max_steps)
     warmup = min(200, max(1, total // 10))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total))))
-        ),
-    )
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     model.train()
     step, t0 = 0, time.time()
+    done = False
     for epoch in range(epochs):
-        agg: dict[str, float] = {}
+        agg: dict[str, torch.Tensor] = {}
+        n_agg = 0
         for images, targets in loader:
+            # Progress drives the schedule: steps, or wall-clock time when max_seconds is set.
+            progress = step / max(1, total)
+            if max_seconds is not None:
+                progress = max(progress, (time.time() - t0) / max_seconds)
+            if progress >= 1.0:
+                done = True
+                break
+            scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
             images = [im.to(dev, non_blocking=True).float().div_(255.0) for im in images]
             targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
             losses = model(images, targets)
             loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise DetectorError(f"detector loss became {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
-            sched.step()
             step += 1
             for k, v in losses.items():
-                agg[k] = agg.get(k, 0.0) + float(v.detach())
-            agg["n"] = agg.get("n", 0.0) + 1
-            if step >= total:
-                break
-        n = max(1.0, agg.pop("n", 1.0))
-        parts = " ".join(f"{k.replace('loss_', '')}={v / n:.3f}" for k, v in agg.items())
-        log(f"detector epoch {epoch + 1}/{epochs} step {step} {parts} ({time.time() - t0:.0f}s)")
-        if step >= total:
+                agg[k] = agg.get(k, 0.0) + v.detach()
+            n_agg += 1
+            if step % 50 == 0 and not torch.isfinite(loss.detach()):  # one sync per 50 steps
+                raise DetectorError(f"detector loss became {float(loss)} at step {step}")
+        if n_agg:
+            parts = " ".join(
+                f"{k.replace('loss_', '')}={float(v) / n_agg:.3f}" for k, v in agg.items()
+            )
+            took = time.time() - t0
+            log(f"detector epoch {epoch + 1}/{epochs} step {step} {parts} ({took:.0f}s)")
+        if done:
             break
     model.eval()
+    det.train_info = {
+        "steps": step,
+        "seconds": round(time.time() - t0, 1),
+        "batch_size": batch_size,
+    }
+    log(f"detector: {step} steps of {batch_size} images in {time.time() - t0:.0f}s")
     if out_dir is not None:
         det.save_pretrained(out_dir)
     return det
