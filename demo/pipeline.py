@@ -295,6 +295,7 @@ class DemoPipeline:
         extractor: any :class:`shan.detect.base.RegionExtractor`.
         device: where the model runs.
         description: a line saying what was loaded (shown in the app).
+        model_card: Markdown describing the checkpoint (its ``README.md``), shown in the app.
     """
 
     def __init__(
@@ -304,8 +305,10 @@ class DemoPipeline:
         extractor: RegionExtractor,
         device: torch.device | str = "cpu",
         description: str = "",
+        model_card: str | None = None,
     ) -> None:
         self.model = model.eval()
+        self.model_card = model_card
         self.text = text
         self.extractor = extractor
         self.device = torch.device(device)
@@ -366,7 +369,8 @@ class DemoPipeline:
             log.debug("build_extractor failed", exc_info=True)
             raise SetupError(f"could not load the {kind!r} detector: {_one_line(err)}") from err
         desc = f"SHAN checkpoint `{loaded.path}` · detector `{kind}` · device `{dev}`"
-        return cls(loaded.model, loaded.text, extractor, dev, description=desc)
+        card = read_model_card(Path(loaded.path))
+        return cls(loaded.model, loaded.text, extractor, dev, description=desc, model_card=card)
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -555,6 +559,18 @@ class DemoPipeline:
             notices=notices,
             timings={"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2},
         )
+
+
+def read_model_card(checkpoint_dir: Path) -> str | None:
+    """The checkpoint's ``README.md`` (or its parent folder's), without YAML front matter."""
+    for cand in (checkpoint_dir / "README.md", checkpoint_dir.parent / "README.md"):
+        if cand.is_file():
+            text = cand.read_text(encoding="utf-8", errors="replace")
+            if text.startswith("---"):
+                end = text.find("\n---", 3)
+                text = text[end + 4 :] if end > 0 else text
+            return text.strip() or None
+    return None
 
 
 def _looks_like_hub_id(text: str) -> bool:

@@ -498,6 +498,9 @@ def build_demo(
 
             with gr.Tab("About", id="about"):
                 gr.Markdown(texts.ABOUT)
+                if pipeline.model_card:
+                    with gr.Accordion("Model card of the loaded checkpoint", open=False):
+                        gr.Markdown(pipeline.model_card, elem_id="model-card")
 
         step_outputs = [
             word_sel,

@@ -399,3 +399,15 @@ def test_cpu_threads_share_the_cores():
     assert cpu_threads(2, cpus=16) == 8
     assert cpu_threads(4, cpus=1) == 1
     assert cpu_threads(0, cpus=4) == 4
+
+
+def test_model_card_read_without_front_matter(tmp_path):
+    from demo.pipeline import read_model_card
+
+    ckpt = tmp_path / "shan"
+    ckpt.mkdir()
+    assert read_model_card(ckpt) is None
+    (tmp_path / "README.md").write_text("# Card\nnumbers")
+    assert read_model_card(ckpt) == "# Card\nnumbers"
+    (ckpt / "README.md").write_text("---\nlicense: x\n---\n# Own card\n")
+    assert read_model_card(ckpt) == "# Own card"
