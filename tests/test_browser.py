@@ -152,6 +152,12 @@ def test_match_in_a_real_browser(served, page):
         timeout=TIMEOUT_MS,
     )
 
+    # clicking a word's thumbnail in the gallery chooses that word
+    checked = "() => document.querySelector('#word-select input:checked')?.value"
+    target = 1 if page.evaluate(checked) == "0" else 0
+    page.locator("#step1-gallery button.thumbnail-item").nth(target).click()
+    page.wait_for_function(f"t => ({checked})() === String(t)", arg=target, timeout=TIMEOUT_MS)
+
 
 def test_bad_input_shows_a_message(served, page):
     url, image, _, tmp, _ = served
