@@ -414,6 +414,7 @@ def build_demo(
                         height="auto",
                         allow_preview=False,
                         elem_id="step1-gallery",
+                        object_fit="contain",
                     )
                     matrix_out = gr.Image(
                         label="Step 1 · word × region matrix",
@@ -471,6 +472,7 @@ def build_demo(
                             columns=4,
                             height="auto",
                             elem_id="search-gallery",
+                            object_fit="contain",
                         )
                         s_table = gr.Dataframe(
                             headers=SEARCH_HEADERS,
@@ -487,6 +489,7 @@ def build_demo(
                     height="auto",
                     allow_preview=True,
                     elem_id="search-heatmaps",
+                    object_fit="contain",
                 )
                 s_heat = gr.Image(
                     label="Best image · the sharpest word",
