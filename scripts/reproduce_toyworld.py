@@ -183,9 +183,11 @@ def _sizes_match(path: Path, n: int, image_size: int, seed: int) -> bool:
 def stage_generate(args: argparse.Namespace, data_dir: Path) -> dict[str, dict]:
     sizes = {"train": args.train_images, "dev": args.dev_images, "test": args.test_images}
     anns = {}
+    args.reused_data = True
     for split, n in sizes.items():
         path = data_dir / split / "annotations.json"
         if not (args.reuse and _sizes_match(path, n, args.image_size, args.seed)):
+            args.reused_data = False
             if (data_dir / split).exists():
                 shutil.rmtree(data_dir / split)
             toyworld.generate_split(
@@ -210,8 +212,10 @@ def detector_config(args: argparse.Namespace) -> ToyDetectorConfig:
 
 
 def stage_detector(args: argparse.Namespace, data_dir: Path, det_dir: Path) -> ToyDetector:
+    args.reused_detector = False
     if args.reuse and (det_dir / "detector.safetensors").is_file():
         print(f"reusing {det_dir}")
+        args.reused_detector = True
         det = ToyDetector.from_pretrained(det_dir, device=args.device)
         args.detector_training = dict(det.train_info)
         return det
@@ -237,6 +241,19 @@ def stage_extract(
     info = {}
     for split in SPLITS:
         recs = anns[split]["images"]
+        ids_file = precomp / f"{split}_ids.txt"
+        if args.reused_data and args.reused_detector and ids_file.is_file():
+            if ids_file.read_text().split() == [r["id"] for r in recs]:
+                ims = np.load(precomp / f"{split}_ims.npy", mmap_mode="r")
+                info[split] = {
+                    "n_images": len(recs),
+                    "n_failed": 0,
+                    "k": int(ims.shape[1]),
+                    "feature_dim": int(ims.shape[2]),
+                    "reused": True,
+                }
+                print(f"{split}: reusing {precomp}")
+                continue
         summary = extract_images(
             det,
             [data_dir / split / r["file"] for r in recs],
@@ -505,7 +522,9 @@ def write_model_card(metrics: dict, path: Path) -> None:
         f"{s['grounding_images']} test images), the region with the largest word→region weight β "
         f"overlaps the word's object with IoU ≥ 0.5: **{100 * g['accuracy']:.1f}%** "
         f"(shape words {100 * g['per_role'].get('shape', float('nan')):.1f}%, colour words "
-        f"{100 * g['per_role'].get('colour', float('nan')):.1f}%).",
+        f"{100 * g['per_role'].get('colour', float('nan')):.1f}%). On the "
+        f"{g.get('unambiguous_n', 0)} words whose shape/colour no other object shares (no "
+        f"binding needed): {100 * g.get('unambiguous', float('nan')):.1f}%.",
         "",
         "## Hard negatives",
         f"Captions with the colours of two objects swapped ({hn['n']} test images): the true "

@@ -18,6 +18,7 @@ import torch
 from torchvision.ops import box_iou
 
 GROUNDING_ROLES = ("shape", "colour")
+_ROLE_ATTR = {"shape": "shape", "colour": "colour", "size": "size", "pattern": "pattern"}
 
 
 class ToyEvalError(ValueError):
@@ -280,7 +281,12 @@ def grounding_accuracy(
     region with the largest word→region weight β (SHAN step 1) must overlap one of the word's
     objects with IoU ≥ ``iou_thresh`` (detector boxes vs ground truth).
 
-    Returns ``{"accuracy", "n", "per_role": {role: accuracy}, "skipped_captions"}``.
+    A colour word in a scene with two red objects can only be grounded right by binding it to its
+    noun (context); ``unambiguous`` is the accuracy over words whose attribute value belongs to
+    exactly the word's objects (bag-of-words grounding suffices there).
+
+    Returns ``{"accuracy", "n", "per_role": {role: accuracy}, "unambiguous", "unambiguous_n",
+    "skipped_captions"}``.
     """
     rows = range(
         len(data["records"]) if max_images is None else min(max_images, len(data["records"]))
@@ -288,6 +294,7 @@ def grounding_accuracy(
     max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
     hits: dict[str, int] = {r: 0 for r in roles}
     counts: dict[str, int] = {r: 0 for r in roles}
+    u_hits = u_counts = 0  # unambiguous words: no other object shares the word's attribute
     skipped = 0
     for i in rows:
         rec = data["records"][i]
@@ -309,13 +316,23 @@ def grounding_accuracy(
                 role, objs = cap["token_roles"][j], cap["token_objects"][j]
                 if role not in hits or not objs:
                     continue
+                hit = int(bool((iou[int(best[j]), objs] >= iou_thresh).any()))
                 counts[role] += 1
-                hits[role] += int(bool((iou[int(best[j]), objs] >= iou_thresh).any()))
+                hits[role] += hit
+                attr = _ROLE_ATTR.get(role)
+                if attr is not None:
+                    value = rec["objects"][objs[0]][attr]
+                    sharing = [g for g, o in enumerate(rec["objects"]) if o[attr] == value]
+                    if sorted(sharing) == sorted(objs):
+                        u_counts += 1
+                        u_hits += hit
     n = sum(counts.values())
     return {
         "accuracy": sum(hits.values()) / n if n else float("nan"),
         "n": n,
         "per_role": {r: hits[r] / counts[r] if counts[r] else float("nan") for r in roles},
+        "unambiguous": u_hits / u_counts if u_counts else float("nan"),
+        "unambiguous_n": u_counts,
         "skipped_captions": skipped,
     }
 

@@ -345,20 +345,23 @@ class ToyDetector:
             chosen_scores.append(score[conf])
             chosen_labels.append(cls[conf])
         feats, _, _, attr_logits = self._heads(features, chosen, il.image_sizes)
-        attr_p = F.softmax(attr_logits.float(), -1)
+        attr_p, attr_i = F.softmax(attr_logits.float(), -1).max(1)
+        counts = [int(b.shape[0]) for b in chosen]
+        # One device→host copy for all names (not one sync per region).
+        label_ids = torch.cat(chosen_labels).tolist() if chosen_labels else []
+        attr_ids = attr_i.tolist()
         out: list[Regions] = []
         start = 0
         for i, boxes in enumerate(chosen):
-            n = boxes.shape[0]
-            ap, ai = attr_p[start : start + n].max(1)
+            n = counts[i]
             out.append(
                 Regions(
                     boxes=resize_boxes(boxes, il.image_sizes[i], orig_sizes[i]).float(),
                     features=feats[start : start + n].float(),
                     scores=chosen_scores[i].float(),
-                    labels=[self.cfg.classes[int(c)] for c in chosen_labels[i]],
-                    attributes=[self.cfg.attributes[int(a)] for a in ai],
-                    attribute_scores=ap,
+                    labels=[self.cfg.classes[c] for c in label_ids[start : start + n]],
+                    attributes=[self.cfg.attributes[a] for a in attr_ids[start : start + n]],
+                    attribute_scores=attr_p[start : start + n],
                     image_size=(orig_sizes[i][1], orig_sizes[i][0]),
                 )
             )
