@@ -131,3 +131,20 @@ def test_step_weights_config_roundtrip() -> None:
     with torch.no_grad():
         s = model.score(img, txt)
     assert torch.allclose(s.total, s.l2l + 2 * s.g2g, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
+def test_gradients_finite_with_padding_under_anomaly_detection() -> None:
+    """Regression: sqrt of an exactly-zero squared norm (padded word) gave NaN gradients on CUDA."""
+    model = make_model()
+    img, txt = embeddings(seed=5)
+    v = img.regions.clone().requires_grad_(True)
+    t = txt.words.clone().requires_grad_(True)
+    with torch.autograd.detect_anomaly():
+        s = model.score(ImageEmbeddings(v, img.mask), TextEmbeddings(t, txt.mask))
+        (s.total * torch.randn_like(s.total)).sum().backward()
+    assert torch.isfinite(v.grad).all() and torch.isfinite(t.grad).all()
+    assert (v.grad[~img.mask] == 0).all() and (t.grad[~txt.mask] == 0).all()
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all(), name

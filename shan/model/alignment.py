@@ -771,6 +771,13 @@ def _pool_fused(
     return context, weights
 
 
+def _safe_sqrt(square: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``sqrt`` of a squared norm with a finite gradient: padded entries (``mask == 0``, exactly
+    zero) become 1 and real ones are clamped to >= 1e-12 (sqrt'(0) is infinite; on CUDA it turned
+    the gradients of padded batches into NaN)."""
+    return torch.where(mask > 0, square, torch.ones_like(square)).clamp_min(1e-12).sqrt()
+
+
 def score_chunk(
     img: PreparedImages,
     txt: PreparedCaptions,
@@ -823,8 +830,10 @@ def score_chunk(
         # |A| <= 1 (cosines), so exp(lam (A - 1)) neither overflows nor underflows to 0.
         ex = torch.exp(aff.sub(1.0).mul_(lam)) if inplace else torch.exp(lam * (aff - 1.0))
         ex = ex.mul_(real) if inplace else ex * real
-        alpha = ex / ex.sum(3, keepdim=True).clamp_min(1e-30)  # over words
-        beta = ex / ex.sum(1, keepdim=True).clamp_min(1e-30)  # over regions
+        # padded rows / columns are all zero: add 1 to their sums (never divide by ~0, whose
+        # gradient is huge or NaN)
+        alpha = ex / (ex.sum(3, keepdim=True) + (1.0 - img.mask).view(nc, k, 1, 1))  # over words
+        beta = ex / (ex.sum(1, keepdim=True) + (1.0 - txt.mask).view(1, 1, mc, n))  # over regions
     else:
         alpha = masked_softmax(lam * aff, real > 0, dim=3)
         beta = masked_softmax(lam * aff, real > 0, dim=1)
@@ -840,12 +849,12 @@ def score_chunk(
         # |t*_i|^2 = alpha_i^T H alpha_i
         num_v = (alpha * cos_raw).sum(3)  # (nc, k, mc)
         a_h = torch.einsum("ikmj,mjl->ikml", alpha, txt.gram)
-        tstar_norm = (a_h * alpha).sum(3).clamp_min(0.0).sqrt()
+        tstar_norm = _safe_sqrt((a_h * alpha).sum(3), img.mask.view(nc, k, 1))
         r_v = num_v / (img.norm.view(nc, k, 1) * tstar_norm).clamp_min(EPS)
         # R_t(j) = cos(t_j, v*_j): |v*_j|^2 = beta_j^T G beta_j
         num_t = (beta * cos_raw).sum(1)  # (nc, mc, n)
         g_b = torch.einsum("ikl,ilmj->ikmj", img.gram, beta)
-        vstar_norm = (g_b * beta).sum(1).clamp_min(0.0).sqrt()
+        vstar_norm = _safe_sqrt((g_b * beta).sum(1), txt.mask.view(1, mc, n))
         r_t = num_t / (txt.norm.view(1, mc, n) * vstar_norm).clamp_min(EPS)
         mean_v = (r_v * img.mask.view(nc, k, 1)).sum(1) / img.count.view(nc, 1)
         mean_t = (r_t * txt.mask.view(1, mc, n)).sum(2) / txt.count.view(1, mc)
