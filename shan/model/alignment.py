@@ -263,7 +263,7 @@ def align_pair(
 _FUSED_C_SOURCE = r"""
 /* SHAN fused CPU kernel: steps 1 (relevance), 2 and 3 for a block of image-caption pairs.
  * Inputs are prepared by shan.model.alignment (see PreparedImages / PreparedCaptions); the
- * step-1 attention (alpha, beta) comes from torch. Portable C99 + GCC vector extensions. */
+ * step-1 affinities come from torch (one GEMM per chunk). C99 + GCC vector extensions. */
 #include <math.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -289,9 +289,13 @@ static inline float hsum(v16 v) {
 /* 1 / (1 + exp(-g)) with a degree-6 polynomial for 2^f (relative error ~2e-7). */
 static inline v16 vsigmoid(v16 g) {
     v16 x = -g;
+#if defined(__AVX512F__)
+    x = (v16)_mm512_min_ps(_mm512_max_ps((__m512)x, (__m512)splat(-87.f)), (__m512)splat(87.f));
+#else
     vi16 lo = x < splat(-87.f), hi = x > splat(87.f);
     x = (v16)((lo & (vi16)splat(-87.f)) | (~lo & (vi16)x));
     x = (v16)((hi & (vi16)splat(87.f)) | (~hi & (vi16)x));
+#endif
     v16 t = x * splat(1.44269504088896341f);
     vi16 n = __builtin_convertvector(t + splat(128.5f), vi16) - 128;
     v16 f = t - __builtin_convertvector(n, v16);
@@ -456,20 +460,53 @@ static float cosv(const float *a, const float *b, int d) {
     return dot(a, b, d) / (den > EPS ? den : EPS);
 }
 
+/* Step 1 attention of one pair from its affinities aff(i, j) = aff[i * ars + j] (k x n):
+ * ex = exp(lam (A - 1)) on real (region, word) pairs (|A| <= 1: no overflow, and no underflow to 0
+ * for lam <= 40), alpha (k x n) normalised over words, beta_t (n x k) over regions. */
+static void attention(int k, int n, const float *aff, long ars, const float *mv, const float *mt,
+                      float lam, float *alpha, float *beta_t, float *col) {
+    for (int j = 0; j < n; j++) col[j] = 0.f;
+    for (int i = 0; i < k; i++) {
+        float *ai = alpha + (long)i * n;
+        const float *fi = aff + i * ars;
+        float row = 0.f;
+        if (mv[i] != 0.f) {
+            for (int j = 0; j < n; j++) {
+                const float ex = mt[j] != 0.f ? expf(lam * (fi[j] - 1.f)) : 0.f;
+                ai[j] = ex;
+                row += ex;
+                col[j] += ex;
+            }
+        } else {
+            for (int j = 0; j < n; j++) ai[j] = 0.f;
+        }
+        const float ir = row > 0.f ? 1.f / row : 0.f;
+        for (int j = 0; j < n; j++) beta_t[(long)j * k + i] = ai[j]; /* unnormalised for now */
+        for (int j = 0; j < n; j++) ai[j] *= ir;
+    }
+    for (int j = 0; j < n; j++) {
+        const float ic = col[j] > 0.f ? 1.f / col[j] : 0.f;
+        float *bj = beta_t + (long)j * k;
+        for (int i = 0; i < k; i++) bj[i] *= ic;
+    }
+}
+
 /* Pairs p in [p0, p1) of an (nc images x mc captions) block, p = image * mc + caption.
- * alpha, beta: (nc, k, mc, n). Outputs (nc, mc): l2l, g2l, g2g.
+ * aff: (nc, k, mc, n) step-1 affinities. Outputs (nc, mc): l2l, g2l, g2g.
  * Returns 0, or 1 if out of memory. */
-int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const float *alpha,
-               const float *beta, const float *iv, const float *ibias, const float *isrc,
-               const float *imask, const float *icnt, const float *inorm, const float *tt,
-               const float *tbias, const float *tsrc, const float *tmask, const float *tcnt,
-               const float *tnorm, const float *wi, const float *wt, float mu, float lam,
-               float *l2l, float *g2l, float *g2g) {
+int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const float *aff,
+               const float *iv, const float *ibias, const float *isrc, const float *imask,
+               const float *icnt, const float *inorm, const float *tt, const float *tbias,
+               const float *tsrc, const float *tmask, const float *tcnt, const float *tnorm,
+               const float *wi, const float *wt, float mu, float lam, float *l2l, float *g2l,
+               float *g2g) {
     const int L = k > n ? k : n;
-    float *e = (float *)malloc(sizeof(float) * ((size_t)L * d + 6 * (size_t)d + 33 * (size_t)L));
+    const size_t extra = 6 * (size_t)d + 33 * (size_t)L + 2 * (size_t)k * n + (size_t)n;
+    float *e = (float *)malloc(sizeof(float) * ((size_t)L * d + extra));
     if (!e) return 1;
     float *u = e + (size_t)L * d, *vc = u + d, *tc = vc + d, *tsc = tc + d, *vsc = tsc + d,
-          *tmp = vsc + d, *wv = tmp + d, *rv = wv + L;
+          *tmp = vsc + d, *wv = tmp + d, *rv = wv + L, *al = rv + 32 * (size_t)L,
+          *bt = al + (size_t)k * n, *col = bt + (size_t)k * n;
     const long d2 = 2L * d, kmn = (long)k * mc * n;
     (void)nc;
     for (long p = p0; p < p1; p++) {
@@ -477,11 +514,12 @@ int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const floa
         const float *x_v = iv + v * k * d, *m_v = imask + v * k, *n_v = inorm + v * k;
         const float *x_t = tt + m * n * d, *m_t = tmask + m * n, *n_t = tnorm + m * n;
         float r_v, r_t;
+        attention(k, n, aff + v * kmn + m * n, (long)mc * n, m_v, m_t, lam, al, bt, col);
         /* step 1 relevance + step 2 fusion/pooling, region side then word side */
-        side(k, n, d, alpha + v * kmn + m * n, (long)mc * n, 1, tsrc + m * n * d2,
-             ibias + v * k * d2, x_v, m_v, icnt[v], wi, n_v, e, u, wv, rv, vc, &r_v);
-        side(n, k, d, beta + v * kmn + m * n, 1, (long)mc * n, isrc + v * k * d2,
-             tbias + m * n * d2, x_t, m_t, tcnt[m], wt, n_t, e, u, wv, rv, tc, &r_t);
+        side(k, n, d, al, n, 1, tsrc + m * n * d2, ibias + v * k * d2, x_v, m_v, icnt[v], wi,
+             n_v, e, u, wv, rv, vc, &r_v);
+        side(n, k, d, bt, k, 1, isrc + v * k * d2, tbias + m * n * d2, x_t, m_t, tcnt[m], wt,
+             n_t, e, u, wv, rv, tc, &r_t);
         l2l[p] = mu * r_v + (1.f - mu) * r_t;
         /* step 2 global-to-local */
         g2l_attend(n, d, vc, x_t, n_t, m_t, lam, wv, tsc);
@@ -548,7 +586,7 @@ def _compile_fused() -> ctypes.CDLL | None:
         fn.argtypes = (
             [ctypes.c_int] * 5
             + [ctypes.c_long] * 2
-            + [ptr] * 14
+            + [ptr] * 13
             + [ptr, ptr]
             + [ctypes.c_float, ctypes.c_float]
             + [ptr] * 3
@@ -580,18 +618,14 @@ def _fused_pool(threads: int) -> ThreadPoolExecutor:
 
 
 def _score_fused(
-    img: PreparedImages,
-    txt: PreparedCaptions,
-    alpha: torch.Tensor,
-    beta: torch.Tensor,
-    p: AlignmentParams,
+    img: PreparedImages, txt: PreparedCaptions, aff: torch.Tensor, p: AlignmentParams
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Steps 1-3 of a chunk with the fused CPU kernel; ``alpha``, ``beta`` ``(nc, k, mc, n)``.
-    Returns ``(s_l2l, s_g2l, s_g2g)``, each ``(nc, mc)``."""
+    """Steps 1-3 of a chunk with the fused CPU kernel from the affinities ``aff (nc, k, mc, n)``
+    (``smooth <= 40``). Returns ``(s_l2l, s_g2l, s_g2g)``, each ``(nc, mc)``."""
     fn = _fused_state["lib"].shan_pairs
     nc, k, d = img.v.shape
     mc, n, _ = txt.t.shape
-    tensors = [alpha, beta]
+    tensors = [aff]
     tensors += [img.v, img.fuse_bias, img.att_src, img.mask, img.count, img.norm]
     tensors += [txt.t, txt.fuse_bias, txt.att_src, txt.mask, txt.count, txt.norm]
     tensors += [p.pool_img.weight, p.pool_txt.weight]
@@ -798,7 +832,8 @@ def score_chunk(
         workspace: a dict kept across chunks; without gradients the big per-pair tensors are
             written into its reused buffers.
         fused: use the fused CPU kernel (default: when gradients are off, the tensors are
-            float32 on the CPU, the context steps are on and the kernel compiled).
+            float32 on the CPU, the context steps are on, ``smooth <= 40`` and the kernel
+            compiled).
 
     Returns:
         ``(s_l2l, s_g2l, s_g2g)``, each ``(Nc, Mc)``.
@@ -814,6 +849,7 @@ def score_chunk(
         fused = (
             inplace
             and use_context
+            and lam <= 40.0
             and img.v.device.type == "cpu"
             and img.v.dtype == torch.float32
             and fused_cpu_available()
@@ -825,6 +861,9 @@ def score_chunk(
 
     # ---- Step 1: all affinities of the chunk in one GEMM, one exp for both softmaxes.
     aff = (img.proj.reshape(nc * k, d) @ txt.proj.reshape(mc * n, d).T).view(nc, k, mc, n)
+    if fused:
+        s_l2l, s_g2l, s_g2g = _score_fused(img, txt, aff, p)
+        return (s_l2l if use_l2l else zeros), s_g2l, (s_g2g if use_g2g else zeros)
     real = img.mask.view(nc, k, 1, 1) * txt.mask.view(1, 1, mc, n)
     if lam <= 40.0:
         # |A| <= 1 (cosines), so exp(lam (A - 1)) neither overflows nor underflows to 0.
@@ -837,10 +876,6 @@ def score_chunk(
     else:
         alpha = masked_softmax(lam * aff, real > 0, dim=3)
         beta = masked_softmax(lam * aff, real > 0, dim=1)
-
-    if fused:
-        s_l2l, s_g2l, s_g2g = _score_fused(img, txt, alpha.contiguous(), beta.contiguous(), p)
-        return (s_l2l if use_l2l else zeros), s_g2l, (s_g2g if use_g2g else zeros)
 
     s_l2l = zeros
     if use_l2l:
