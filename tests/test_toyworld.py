@@ -258,3 +258,37 @@ def test_grounding_accuracy_of_a_perfect_and_an_inverted_grounder():
     assert good["unambiguous"] == 1.0 and good["unambiguous_n"] > 100
     assert good["accuracy"] > 0.75 and good["per_role"]["shape"] > 0.75
     assert bad["accuracy"] < 0.2
+
+
+@pytest.mark.slow
+def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
+    """The one-command pipeline at toy sizes: every stage runs and every artefact is written."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_toyworld.py"
+    spec = importlib.util.spec_from_file_location("reproduce_toyworld", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "run"
+    rc = mod.main(["--quick", "--device", "cpu", "--out", str(out), "--train-images", "16",
+                   "--dev-images", "5", "--test-images", "6", "--image-size", "64",
+                   "--shan-batch", "8", "--workers", "1", "--num-examples", "2"])  # fmt: skip
+    assert rc == 0
+    ck = out / "checkpoints"
+    metrics = json.loads((ck / "metrics.json").read_text())
+    for key in ("retrieval", "ablations", "detector", "grounding", "hard_negatives", "timings_s"):
+        assert key in metrics
+    assert metrics["retrieval"]["n_images"] == 6
+    assert set(metrics["ablations"]["switch"]) == {"L2L", "G2L", "G2G"}
+    assert f"{metrics['retrieval']['total']['rsum']:.1f}" in (ck / "README.md").read_text()
+    assert (ck / "shan" / "model.safetensors").is_file()
+    assert (ck / "detector" / "detector.safetensors").is_file()
+    from shan.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(ck / "shan")
+    assert loaded.extra["detector"] == {"kind": "toy", "weights": "../detector"}
+    examples = json.loads((out / "assets" / "examples.json").read_text())
+    for ex in examples:
+        assert (out / "assets" / ex["image"]).is_file() and len(ex["captions"]) == 5
+        assert ex["hard_negative"] not in ex["captions"]
