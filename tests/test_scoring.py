@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from shan.config import ModelConfig
 from shan.model import SHAN, ImageEmbeddings, StepScores, TextEmbeddings
-from shan.model.alignment import align_pair
+from shan.model.alignment import align_pair, fused_cpu_available
 
 D = 32
 
@@ -148,3 +148,16 @@ def test_gradients_finite_with_padding_under_anomaly_detection() -> None:
     for name, p in model.named_parameters():
         if p.grad is not None:
             assert torch.isfinite(p.grad).all(), name
+
+
+def test_torch_fallback_when_fused_kernel_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHAN_FUSED_CPU=0 (or no C compiler) selects the pure-torch path, with the same scores."""
+    model = make_model()
+    img, txt = embeddings(seed=6)
+    with torch.no_grad():
+        default = model.score(img, txt)
+        monkeypatch.setenv("SHAN_FUSED_CPU", "0")
+        assert not fused_cpu_available()
+        fallback = model.score(img, txt)
+    for a, b in zip(default, fallback, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -579,7 +580,14 @@ def _compile_fused() -> ctypes.CDLL | None:
                     shutil.copyfile(out, tmp_target)
                     os.replace(tmp_target, lib_path)  # atomic: concurrent builds are safe
             lib = ctypes.CDLL(str(lib_path))
-        except (OSError, subprocess.SubprocessError):
+        except (OSError, subprocess.SubprocessError) as err:
+            detail = getattr(err, "stderr", b"") or b""
+            warnings.warn(
+                f"could not build the fused SHAN CPU kernel with {cc} {' '.join(flags)}: {err} "
+                f"{detail.decode(errors='replace')[-500:]}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             continue
         fn = lib.shan_pairs
         ptr = ctypes.c_void_p
@@ -608,13 +616,12 @@ def fused_cpu_available() -> bool:
 
 
 def _fused_pool(threads: int) -> ThreadPoolExecutor:
-    pool = _fused_state.get("pool")
-    if pool is None or _fused_state.get("threads") != threads:
-        if pool is not None:
-            pool.shutdown(wait=False)
-        pool = _fused_state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="shan")
-        _fused_state["threads"] = threads
-    return pool
+    """One worker pool per thread count (kept; safe when several threads score at once)."""
+    with _fused_lock:
+        pools = _fused_state.setdefault("pools", {})
+        if threads not in pools:
+            pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="shan-fused")
+        return pools[threads]
 
 
 def _score_fused(
