@@ -71,11 +71,13 @@ def overlay(
     alpha: float = 0.6,
     max_side: int = 320,
 ) -> np.ndarray:
-    """Fast colour-mapped heat over a (downscaled) photo, without axes: a thumbnail.
+    """Fast colour-mapped heat over a (downscaled) photo, without axes.
+
+    ``nan`` pixels (no region there: the model cannot see them) show the photo greyed out.
 
     Args:
         image: the photo.
-        heat: ``(h, w)`` values in [0, 1] covering the whole photo.
+        heat: ``(h, w)`` values in [0, 1] (or ``nan``) covering the whole photo.
         alpha: opacity of the colour map.
         max_side: longer side of the result in pixels.
 
@@ -85,9 +87,11 @@ def overlay(
     photo = image.convert("RGB")
     photo.thumbnail((max_side, max_side))
     base = np.asarray(photo, dtype=np.float32) / 255.0
-    h = np.clip(_resize_heat(heat, photo.size), 0.0, 1.0)
-    colour = colormaps[cmap](h)[..., :3]
-    out = (1 - alpha) * base + alpha * colour
+    h = _resize_heat(heat, photo.size)
+    missing = np.isnan(h)[..., None]
+    colour = colormaps[cmap](np.clip(np.nan_to_num(h), 0.0, 1.0))[..., :3]
+    grey = 0.35 * base + 0.45  # washed out: outside every region
+    out = np.where(missing, grey, (1 - alpha) * base + alpha * colour)
     return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
@@ -275,25 +279,32 @@ def matrix_image(
     rows = np.arange(k)
     if k > max_regions:
         rows = np.sort(np.argsort(-mats[0].sum(1), kind="stable")[:max_regions])
-    panel_w = min(6.0, 0.9 + 0.42 * n)
-    label_w, cbar_w = 1.9, 1.0
-    width = label_w + len(mats) * (panel_w + cbar_w)
-    height = min(9.0, 2.1 + 0.28 * len(rows))
+    stacked = len(mats) > 1 and n > 14  # long captions: one matrix above the other
+    per_word = 0.42 if not stacked else 0.24
+    panel_w = min(6.0 if not stacked else 10.0, 0.9 + per_word * n)
+    panel_h = 0.28 * len(rows) + 0.3
+    label_w, cbar_w, below, above = 1.9, 1.0, 1.1, 0.35
+    cols = 1 if stacked or len(mats) == 1 else len(mats)
+    nrows = len(mats) if stacked else 1
+    width = label_w + cols * (panel_w + cbar_w)
+    height = 0.35 + nrows * (panel_h + below + above)
     fig = _figure(width, height)
-    bottom, top = 1.1 / height, 1 - 0.65 / height
     labels_w = [f"#{i} {shorten(region_labels[i], 18)}" for i in rows]
     for p, mat in enumerate(mats):
         sub = mat[rows]
-        left = (label_w + p * (panel_w + cbar_w)) / width
-        ax = fig.add_axes((left, bottom, panel_w / width, top - bottom))
+        col, row = (0, p) if stacked else (p, 0)
+        x0 = label_w + col * (panel_w + cbar_w)
+        y0 = height - 0.35 - (row + 1) * (panel_h + below + above) + below
+        ax = fig.add_axes((x0 / width, y0 / height, panel_w / width, panel_h / height))
         vmax = max(float(sub.max()), 1e-9)
         im = ax.imshow(sub, cmap=MATRIX_CMAP, aspect="auto", vmin=0.0, vmax=vmax)
         ax.set_xticks(range(n))
-        ax.set_xticklabels([shorten(w, 14) for w in words], rotation=45, ha="right", fontsize=8)
+        fs = 8 if n <= 30 else 7
+        ax.set_xticklabels([shorten(w, 14) for w in words], rotation=60, ha="right", fontsize=fs)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels(labels_w if p == 0 else [], fontsize=7)
+        ax.set_yticklabels(labels_w if col == 0 else [], fontsize=7)
         ax.set_xlabel("words of the caption", fontsize=8)
-        if p == 0:
+        if col == 0:
             ax.set_ylabel("image regions", fontsize=8)
         if len(mats) > 1:
             ax.set_title(first_title if p == 0 else second_title, fontsize=8)
@@ -303,8 +314,9 @@ def matrix_image(
                     (highlight_word - 0.5, -0.5), 1, len(rows), fill=False, edgecolor="red", lw=2
                 )
             )
-        cx = (label_w + p * (panel_w + cbar_w) + panel_w + 0.12) / width
-        cax = fig.add_axes((cx, bottom, 0.14 / width, top - bottom))
+        cax = fig.add_axes(
+            ((x0 + panel_w + 0.12) / width, y0 / height, 0.14 / width, panel_h / height)
+        )
         cb = fig.colorbar(im, cax=cax)
         if len(mats) == 1:
             cb.set_label(cbar_label, fontsize=8)
@@ -330,7 +342,7 @@ def scores_chart(
     keys = ("total", "l2l", "g2l", "g2g")
     fig_h = 1.5 + 0.7 * m
     fig = _figure(7.5, fig_h)
-    ax = fig.add_axes((0.36, 0.75 / fig_h, 0.6, 1 - 1.4 / fig_h))
+    ax = fig.add_axes((0.4, 0.75 / fig_h, 0.56, 1 - 1.4 / fig_h))
     bar_h = 0.2
     y = np.arange(m)
     for c, key in enumerate(keys):
@@ -342,7 +354,7 @@ def scores_chart(
             label=STEP_LABELS[key],
         )
     ax.set_yticks(y)
-    ax.set_yticklabels([f"{i + 1}. {shorten(t, 42)}" for i, t in enumerate(captions)], fontsize=8)
+    ax.set_yticklabels([f"{i + 1}. {shorten(t, 40)}" for i, t in enumerate(captions)], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("score (steps are cosine similarities in [-1, 1]; S is their weighted sum)")
@@ -362,13 +374,17 @@ def word_weights_chart(
 ) -> np.ndarray:
     """Two bars per word: γ (image context → word attention) and the text pooling weight."""
     n = len(words)
-    fig = _figure(min(11.0, 2.5 + 0.55 * n), 3.2)
-    ax = fig.add_axes((0.1, 0.3, 0.86, 0.55))
+    width = min(14.0, 2.5 + 0.5 * n if n <= 14 else 2.5 + 0.25 * n)
+    fig = _figure(width, 3.2)
+    ax = fig.add_axes((0.8 / width, 0.3, 1 - 1.0 / width, 0.55))
     x = np.arange(n)
     ax.bar(x - 0.2, gamma, width=0.4, color="#ff7f0e", label="γ: image context → word")
     ax.bar(x + 0.2, txt_pool, width=0.4, color="#9467bd", label="text pooling weight (forms t_c)")
     ax.set_xticks(x)
-    ax.set_xticklabels([shorten(w, 14) for w in words], rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels(
+        [shorten(w, 14) for w in words], rotation=60, ha="right", fontsize=8 if n <= 30 else 7
+    )
+    ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel("weight (each kind sums to 1)", fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, loc="upper right")

@@ -52,7 +52,8 @@ regions gives **S_L2L**.
 
 **How to read the pictures.** The heatmap paints each region's β over its box (where boxes
 overlap, the larger β shows) and scales the map so its peak is 1: red = the word looks here,
-blue = it ignores this part. The outlined boxes are the word's top 3 regions, with their β.
+blue = it ignores this part; greyed-out parts lie outside every region — the model cannot see
+them at all. The outlined boxes are the word's top 3 regions, with their β.
 The small maps show every word at once. The matrices below have one column per word and one
 row per region. Left, **β**: each column is one word's attention over the regions (sums to 1) —
 a sharp column (one bright cell) means the word found a clear match, a flat one that it is

@@ -146,7 +146,7 @@ def word_choices(expl: StepExplanation) -> list[tuple[str, int]]:
 
 def word_heatmap(image: Any, expl: StepExplanation, j: int) -> np.ndarray:
     """Step 1: word ``j``'s attention over the regions (β[:, j]) as a heatmap with colour bar."""
-    heat = box_heatmap(expl.beta[:, j], expl.boxes, expl.image_size)
+    heat = box_heatmap(expl.beta[:, j], expl.boxes, expl.image_size, uncovered=np.nan)
     word = expl.display_words[j]
     return render.heatmap_image(
         image,
@@ -163,7 +163,9 @@ def word_thumbnails(image: Any, expl: StepExplanation) -> list[tuple[np.ndarray,
     """Step 1: one small heatmap per word, labelled ``j. word → best region``."""
     out = []
     for j, w in enumerate(expl.display_words):
-        heat = box_heatmap(expl.beta[:, j], expl.boxes, expl.image_size, max_side=128)
+        heat = box_heatmap(
+            expl.beta[:, j], expl.boxes, expl.image_size, max_side=128, uncovered=np.nan
+        )
         (i, b), *_ = expl.top_regions(j, 1)
         label = f"{j + 1}. “{w}” → #{i} {expl.region_labels[i]} (β={b:.2f})"
         out.append((render.overlay(image, heat, max_side=240), label))
@@ -190,8 +192,8 @@ def word_summary(expl: StepExplanation, j: int) -> str:
 
 def step2_views(image: Any, expl: StepExplanation) -> tuple[np.ndarray, np.ndarray]:
     """Step 2: δ and image-pooling heatmaps side by side; γ and text-pooling bars per word."""
-    delta = box_heatmap(expl.delta, expl.boxes, expl.image_size)
-    pool = box_heatmap(expl.img_pool, expl.boxes, expl.image_size)
+    delta = box_heatmap(expl.delta, expl.boxes, expl.image_size, uncovered=np.nan)
+    pool = box_heatmap(expl.img_pool, expl.boxes, expl.image_size, uncovered=np.nan)
     pic = render.context_regions_image(image, delta, pool)
     bars = render.word_weights_chart(
         expl.display_words,
@@ -371,6 +373,8 @@ def build_demo(
                     label="Ranking (best first)",
                     interactive=False,
                     wrap=True,
+                    column_widths=["5%", "35%", "32%", "7%", "7%", "7%", "7%"],
+                    max_height=900,
                     elem_id="ranking",
                 )
                 with gr.Row():
@@ -409,9 +413,9 @@ def build_demo(
                             gr.Markdown(texts.STEP1, elem_classes=["teach"])
                     thumbs_out = gr.Gallery(
                         label="Step 1 · every word's heatmap (click one to choose it)",
-                        columns=5,
+                        columns=6,
                         fit_columns=False,
-                        height="auto",
+                        height=420,
                         allow_preview=False,
                         elem_id="step1-gallery",
                         object_fit="contain",

@@ -191,6 +191,7 @@ def box_heatmap(
     max_side: int = 256,
     normalize: bool = True,
     mode: str = "max",
+    uncovered: float = 0.0,
 ) -> np.ndarray:
     """Paint per-region weights over their boxes: the picture behind every region heatmap.
 
@@ -206,9 +207,11 @@ def box_heatmap(
         max_side: longer side of the returned grid.
         normalize: divide by the maximum so the map lies in [0, 1] (all-zero stays zero).
         mode: ``"max"`` or ``"sum"``.
+        uncovered: value of pixels outside every box (e.g. ``nan`` to tell "no region here"
+            apart from "a region with weight 0").
 
     Returns:
-        ``(h, w)`` float64 map with ``w / h ≈ width / height``; 0 outside every box.
+        ``(h, w)`` float64 map with ``w / h ≈ width / height``.
     """
     wts = _np(weights).reshape(-1)
     bxs = _np(boxes).reshape(-1, 4)
@@ -225,8 +228,10 @@ def box_heatmap(
     x2 = np.maximum(np.clip(np.ceil(bxs[:, 2] * sx), 1, gw).astype(int), x1 + 1)
     y2 = np.maximum(np.clip(np.ceil(bxs[:, 3] * sy), 1, gh).astype(int), y1 + 1)
     heat = np.zeros((gh, gw), dtype=np.float64)
+    covered = np.zeros((gh, gw), dtype=bool)
     for i in range(len(wts)):
         cell = heat[y1[i] : y2[i], x1[i] : x2[i]]
+        covered[y1[i] : y2[i], x1[i] : x2[i]] = True
         if mode == "max":
             np.maximum(cell, wts[i], out=cell)
         else:
@@ -235,6 +240,7 @@ def box_heatmap(
         peak = heat.max()
         if peak > 0:
             heat = heat / peak
+    heat[~covered] = uncovered
     return heat
 
 

@@ -293,6 +293,8 @@ def test_box_heatmap_paints_boxes():
     wide = box_heatmap([1.0], [[0, 0, 10, 10]], (1000, 250), max_side=200)
     assert wide.shape == (50, 200)
     assert box_heatmap([0.0], [[0, 0, 5, 5]], (10, 10)).max() == 0.0
+    gaps = box_heatmap([0.5], [[0, 0, 5, 5]], (10, 10), uncovered=np.nan)
+    assert gaps[2, 2] == 1.0 and np.isnan(gaps[8, 8])  # outside every box: "no region"
     with pytest.raises(ValueError):
         box_heatmap([1.0, 2.0], [[0, 0, 5, 5]], (10, 10))
 

@@ -54,6 +54,9 @@ def test_heatmap_is_hot_where_the_weight_is():
     left, right = thumb[50, 50].astype(int), thumb[50, 150].astype(int)
     assert left[0] > left[2]  # turbo: high = red
     assert right[2] > right[0]  # low = blue
+    gaps = box_heatmap([1.0], [[0, 0, 100, 100]], img.size, uncovered=np.nan)
+    grey = render.overlay(img, gaps, max_side=200)[50, 150].astype(int)
+    assert abs(grey[0] - grey[2]) < 5 and grey.min() > 150  # washed-out photo, not a colour
 
 
 def test_every_view_is_a_picture(result):
