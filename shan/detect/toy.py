@@ -59,7 +59,7 @@ class ToyDetectorConfig:
     widths: tuple[int, ...] = (32, 64, 128, 128)  # backbone stages; first three halve the size
     out_channels: int = 128
     feature_dim: int = 256  # TwoMLPHead output = region feature
-    anchor_sizes: tuple[int, ...] = (24, 40, 64, 96)
+    anchor_sizes: tuple[int, ...] = (20, 28, 40, 56, 80)  # objects: 24-38 and 54-80 px
     aspect_ratios: tuple[float, ...] = (1.0,)  # toy objects are near-square
     score_thresh: float = 0.3  # a detection counts as confident above this
     nms_thresh: float = 0.4  # class-agnostic NMS between returned regions
