@@ -18,6 +18,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 HEAT_CMAP = "turbo"  # attention heatmaps over the photo: blue = ignored, red = attended
@@ -333,6 +334,10 @@ def scores_chart(
 ) -> np.ndarray:
     """Grouped horizontal bars: final score S and the three step scores for every caption.
 
+    With several captions a second panel shows each score minus the best caption's, zoomed in:
+    close captions (a true one and its hard negative) differ by little, and this panel shows
+    which step tells them apart.
+
     Args:
         captions: ``M`` captions, already in the order to show (best first).
         scores: ``(M, 4)`` columns ``total, l2l, g2l, g2g``.
@@ -341,28 +346,51 @@ def scores_chart(
     m = len(captions)
     keys = ("total", "l2l", "g2l", "g2g")
     fig_h = 1.5 + 0.7 * m
-    fig = _figure(7.5, fig_h)
-    ax = fig.add_axes((0.4, 0.75 / fig_h, 0.56, 1 - 1.4 / fig_h))
+    two = m > 1
+    fig_w = 10.5 if two else 7.5
+    fig = _figure(fig_w, fig_h)
+    left = 2.9 / fig_w
+    panel = (fig_w - 2.9 - (0.9 if two else 0.3)) / (2 if two else 1) / fig_w  # fraction
     bar_h = 0.2
     y = np.arange(m)
-    for c, key in enumerate(keys):
-        ax.barh(
-            y + (c - 1.5) * bar_h,
-            sc[:, c],
-            height=bar_h,
-            color=STEP_COLORS[key],
-            label=STEP_LABELS[key],
-        )
-    ax.set_yticks(y)
-    ax.set_yticklabels([f"{i + 1}. {shorten(t, 40)}" for i, t in enumerate(captions)], fontsize=8)
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("score (steps are cosine similarities in [-1, 1]; S is their weighted sum)")
-    ax.xaxis.label.set_size(8)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)
-    ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    panels = [(sc, "score (steps: cosines in [-1, 1]; S: their weighted sum)")]
+    if two:
+        panels.append((sc - sc[0], "minus the best caption's score"))
+    for p, (vals, xlabel) in enumerate(panels):
+        x0 = left + p * (panel + 0.6 / fig_w)
+        ax = fig.add_axes((x0, 0.75 / fig_h, panel, 1 - 1.4 / fig_h))
+        for c, key in enumerate(keys):
+            ax.barh(
+                y + (c - 1.5) * bar_h,
+                vals[:, c],
+                height=bar_h,
+                color=STEP_COLORS[key],
+                label=STEP_LABELS[key],
+            )
+        ax.set_yticks(y)
+        if p == 0:
+            ax.set_yticklabels(
+                [f"{i + 1}. {shorten(t, 40)}" for i, t in enumerate(captions)], fontsize=8
+            )
+        else:
+            ax.set_yticklabels([])
+            lim = max(float(np.abs(vals).max()), 1e-4) * 1.1
+            ax.set_xlim(-lim, lim)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=True))
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    fig.legend(
+        *fig.axes[0].get_legend_handles_labels(),
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.3 / fig_h),
+        ncol=4,
+        frameon=False,
+    )
+    fig.suptitle(title, fontsize=10, va="top", y=1 - 0.05 / fig_h)
     return to_array(fig)
 
 

@@ -28,10 +28,12 @@ line — and press **Match**. Then pick a caption and a word to see what the mod
 
 RANKING = """\
 ### The ranking
-Each caption gets the final score **S** and its three step scores. Each step score is a *cosine
-similarity* (from −1 to 1): 1 means "points the same way", 0 "unrelated". Captions are sorted
-best first. Words the model has never seen are marked with **?** — it treats them all as the same
-"unknown" word.
+Each caption gets the final score **S** and its three step scores (left chart; the right chart
+shows each score minus the best caption's, zoomed in, so small gaps between a true caption and
+a hard negative become visible — and you can see which step makes them). Each step score is a
+*cosine similarity* (from −1 to 1): 1 means "points the same way", 0 "unrelated". Captions are
+sorted best first. Words the model has never seen are marked with **?** — it treats them all as
+the same "unknown" word.
 """
 
 REGIONS = """\

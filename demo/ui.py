@@ -368,6 +368,7 @@ def build_demo(
                         gr.Markdown(texts.REGIONS, elem_classes=["teach"])
                 match_ex_slot = gr.Column()
                 notices_out = gr.Markdown(elem_id="match-notices")
+                gr.Markdown(texts.RANKING, elem_classes=["teach"])
                 table_out = gr.Dataframe(
                     headers=TABLE_HEADERS,
                     label="Ranking (best first)",
@@ -377,16 +378,12 @@ def build_demo(
                     max_height=900,
                     elem_id="ranking",
                 )
-                with gr.Row():
-                    chart_out = gr.Image(
-                        label="Scores",
-                        interactive=False,
-                        elem_id="scores-chart",
-                        show_label=False,
-                        scale=3,
-                    )
-                    with gr.Column(scale=2):
-                        gr.Markdown(texts.RANKING, elem_classes=["teach"])
+                chart_out = gr.Image(
+                    label="Scores",
+                    interactive=False,
+                    elem_id="scores-chart",
+                    show_label=False,
+                )
                 caption_sel = gr.Dropdown(
                     label="Explain this caption (the step views below follow it)",
                     choices=[],
