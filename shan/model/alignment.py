@@ -341,45 +341,57 @@ static inline float sigmoid1(float g) { return 1.f / (1.f + expf(-g)); }
  * relevance mean over real rows (cos(x_i, star_i), star = the attended vector).
  * att(i, j) = att[i * ars + j * acs] (L rows x K), src (K x 2d) = [y ; -W_att y],
  * bias (L x 2d) = [-x ; -(W_own x + b)], x (L x d). Scratch: f (L x d) fused rows x^c,
- * u (d), wt (L), rv (2 L x 16). */
+ * u (d), wt (L), rv (2 L x 16), rows (L ints). */
 static void side(int L, int K, int d, const float *att, long ars, long acs, const float *src,
                  const float *bias, const float *x, const float *mask, float cnt, const float *w,
                  const float *xnorm, float *f, float *u, float *wt, float *rv, float *ctx,
-                 float *rel_mean) {
+                 float *rel_mean, int *rows) {
     const long d2 = 2L * d;
     const int dv = (d % 64 == 0) ? d : 0; /* vector path for d multiple of 64 */
     const float inv = 1.f / cnt;
     float *rn = rv, *rs = rv + 16L * L; /* per-row partial dot products, 16 lanes each */
     memset(rv, 0, sizeof(float) * 32 * (size_t)L);
+    int nreal = 0;
+    for (int i = 0; i < L; i++)
+        if (mask[i] != 0.f) rows[nreal++] = i;
     for (int c0 = 0; c0 < dv; c0 += 64) {
         v16 u0 = splat(0.f), u1 = u0, u2 = u0, u3 = u0;
-        for (int i = 0; i < L; i++) {
-            if (mask[i] == 0.f) continue;
-            const float *bi = bias + i * d2 + c0;
-            v16 s0 = ld(bi), s1 = ld(bi + 16), s2 = ld(bi + 32), s3 = ld(bi + 48);
-            v16 g0 = ld(bi + d), g1 = ld(bi + d + 16), g2 = ld(bi + d + 32), g3 = ld(bi + d + 48);
-            const float *ai = att + i * ars;
+        /* two rows at a time: each src vector loaded once feeds 2 FMAs, 16 independent chains */
+        for (int r = 0; r < nreal; r += 2) {
+            const int ia = rows[r], ib = rows[r + 1 < nreal ? r + 1 : r];
+            const float *ba = bias + ia * d2 + c0, *bb = bias + ib * d2 + c0;
+            v16 s0 = ld(ba), s1 = ld(ba + 16), s2 = ld(ba + 32), s3 = ld(ba + 48);
+            v16 g0 = ld(ba + d), g1 = ld(ba + d + 16), g2 = ld(ba + d + 32), g3 = ld(ba + d + 48);
+            v16 q0 = ld(bb), q1 = ld(bb + 16), q2 = ld(bb + 32), q3 = ld(bb + 48);
+            v16 h0 = ld(bb + d), h1 = ld(bb + d + 16), h2 = ld(bb + d + 32), h3 = ld(bb + d + 48);
+            const float *aa = att + ia * ars, *ab = att + ib * ars;
             for (int j = 0; j < K; j++) {
-                const float a = ai[j * acs];
-                if (a == 0.f) continue;
-                const v16 av = splat(a);
+                const v16 va = splat(aa[j * acs]), vb = splat(ab[j * acs]);
                 const float *sj = src + j * d2 + c0;
-                s0 += av * ld(sj); s1 += av * ld(sj + 16);
-                s2 += av * ld(sj + 32); s3 += av * ld(sj + 48);
-                g0 += av * ld(sj + d); g1 += av * ld(sj + d + 16);
-                g2 += av * ld(sj + d + 32); g3 += av * ld(sj + d + 48);
+                const v16 y0 = ld(sj), y1 = ld(sj + 16), y2 = ld(sj + 32), y3 = ld(sj + 48);
+                const v16 z0 = ld(sj + d), z1 = ld(sj + d + 16), z2 = ld(sj + d + 32),
+                          z3 = ld(sj + d + 48);
+                s0 += va * y0; s1 += va * y1; s2 += va * y2; s3 += va * y3;
+                g0 += va * z0; g1 += va * z1; g2 += va * z2; g3 += va * z3;
+                q0 += vb * y0; q1 += vb * y1; q2 += vb * y2; q3 += vb * y3;
+                h0 += vb * z0; h1 += vb * z1; h2 += vb * z2; h3 += vb * z3;
             }
-            const float *xi = x + (long)i * d + c0;
-            float *fi = f + (long)i * d + c0;
-            v16 x0 = ld(xi), x1 = ld(xi + 16), x2 = ld(xi + 32), x3 = ld(xi + 48);
-            v16 t0 = s0 + x0, t1 = s1 + x1, t2 = s2 + x2, t3 = s3 + x3; /* attended vector */
-            st(rn + 16L * i, ld(rn + 16L * i) + t0 * x0 + t1 * x1 + t2 * x2 + t3 * x3);
-            st(rs + 16L * i, ld(rs + 16L * i) + t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3);
-            /* fused x^c = x + (1 - g) (star - x) */
-            v16 f0 = x0 + s0 * vsigmoid(g0), f1 = x1 + s1 * vsigmoid(g1);
-            v16 f2 = x2 + s2 * vsigmoid(g2), f3 = x3 + s3 * vsigmoid(g3);
-            st(fi, f0); st(fi + 16, f1); st(fi + 32, f2); st(fi + 48, f3);
-            u0 += f0; u1 += f1; u2 += f2; u3 += f3;
+            for (int h = 0; h < 2; h++) {
+                if (h == 1 && r + 1 >= nreal) break;
+                const int i = h ? ib : ia;
+                if (h) { s0 = q0; s1 = q1; s2 = q2; s3 = q3; g0 = h0; g1 = h1; g2 = h2; g3 = h3; }
+                const float *xi = x + (long)i * d + c0;
+                float *fi = f + (long)i * d + c0;
+                v16 x0 = ld(xi), x1 = ld(xi + 16), x2 = ld(xi + 32), x3 = ld(xi + 48);
+                v16 t0 = s0 + x0, t1 = s1 + x1, t2 = s2 + x2, t3 = s3 + x3; /* attended vector */
+                st(rn + 16L * i, ld(rn + 16L * i) + t0 * x0 + t1 * x1 + t2 * x2 + t3 * x3);
+                st(rs + 16L * i, ld(rs + 16L * i) + t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3);
+                /* fused x^c = x + (1 - g) (star - x) */
+                v16 f0 = x0 + s0 * vsigmoid(g0), f1 = x1 + s1 * vsigmoid(g1);
+                v16 f2 = x2 + s2 * vsigmoid(g2), f3 = x3 + s3 * vsigmoid(g3);
+                st(fi, f0); st(fi + 16, f1); st(fi + 32, f2); st(fi + 48, f3);
+                u0 += f0; u1 += f1; u2 += f2; u3 += f3;
+            }
         }
         const v16 sc = splat(inv);
         st(u + c0, u0 * sc * ld(w + c0)); st(u + c0 + 16, u1 * sc * ld(w + c0 + 16));
@@ -504,7 +516,12 @@ int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const floa
     const int L = k > n ? k : n;
     const size_t extra = 6 * (size_t)d + 33 * (size_t)L + 2 * (size_t)k * n + (size_t)n;
     float *e = (float *)malloc(sizeof(float) * ((size_t)L * d + extra));
-    if (!e) return 1;
+    int *rows = (int *)malloc(sizeof(int) * (size_t)L);
+    if (!e || !rows) {
+        free(e);
+        free(rows);
+        return 1;
+    }
     float *u = e + (size_t)L * d, *vc = u + d, *tc = vc + d, *tsc = tc + d, *vsc = tsc + d,
           *tmp = vsc + d, *wv = tmp + d, *rv = wv + L, *al = rv + 32 * (size_t)L,
           *bt = al + (size_t)k * n, *col = bt + (size_t)k * n;
@@ -518,9 +535,9 @@ int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const floa
         attention(k, n, aff + v * kmn + m * n, (long)mc * n, m_v, m_t, lam, al, bt, col);
         /* step 1 relevance + step 2 fusion/pooling, region side then word side */
         side(k, n, d, al, n, 1, tsrc + m * n * d2, ibias + v * k * d2, x_v, m_v, icnt[v], wi,
-             n_v, e, u, wv, rv, vc, &r_v);
+             n_v, e, u, wv, rv, vc, &r_v, rows);
         side(n, k, d, bt, k, 1, isrc + v * k * d2, tbias + m * n * d2, x_t, m_t, tcnt[m], wt,
-             n_t, e, u, wv, rv, tc, &r_t);
+             n_t, e, u, wv, rv, tc, &r_t, rows);
         l2l[p] = mu * r_v + (1.f - mu) * r_t;
         /* step 2 global-to-local */
         g2l_attend(n, d, vc, x_t, n_t, m_t, lam, wv, tsc);
@@ -531,6 +548,7 @@ int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const floa
         g2g[p] = cosv(u, tmp, d);
     }
     free(e);
+    free(rows);
     return 0;
 }
 """
