@@ -101,6 +101,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--det-epochs", type=int, default=None)
     p.add_argument("--det-batch", type=int, default=None)
     p.add_argument("--det-lr", type=float, default=2e-3)
+    p.add_argument(
+        "--det-mosaic",
+        type=int,
+        default=2,
+        help="train the detector on m x m tiles of scenes (m^2 more scenes/s on a GPU, where "
+        "torchvision's per-image overhead bounds speed); --det-batch counts tiled images",
+    )
     p.add_argument("--min-regions", type=int, default=2)
     p.add_argument("--max-regions", type=int, default=8)
     p.add_argument("--extract-batch", type=int, default=None)
@@ -134,7 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "test_images": 1000,
         "image_size": 256,
         "det_epochs": 10,
-        "det_batch": 64,
+        "det_batch": 16,
         "extract_batch": 128,
         "shan_epochs": 10,
         "shan_batch": 128,
@@ -148,7 +155,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "test_images": 12,
         "image_size": 128,
         "det_epochs": 1,
-        "det_batch": 8,
+        "det_batch": 2,
         "extract_batch": 8,
         "shan_epochs": 1,
         "shan_batch": 32,
@@ -230,6 +237,7 @@ def stage_detector(args: argparse.Namespace, data_dir: Path, det_dir: Path) -> T
         cfg=detector_config(args),
         seed=args.seed,
         max_seconds=args.det_seconds,
+        mosaic=args.det_mosaic,
     )
     args.detector_training = dict(getattr(det, "train_info", {}))
     return det
@@ -296,6 +304,25 @@ def shan_configs(
     return mcfg, dcfg, tcfg
 
 
+def _set_decay_epoch(last_dir: Path, decay_epoch: int) -> None:
+    """Move the lr decay of a run that will be resumed to ``decay_epoch`` of the fitted length.
+
+    ``shan.train`` restores its StepLR from ``last/train_state.pt``; the epoch count is only known
+    after epoch 1 was timed, so the decay point is rewritten there (skipped with a note if the
+    state does not look as expected).
+    """
+    from shan.train import TRAIN_STATE_NAME
+
+    path = last_dir / TRAIN_STATE_NAME
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["scheduler"]["step_size"] = int(decay_epoch)
+        torch.save(state, path)
+        print(f"SHAN lr decay after epoch {decay_epoch}")
+    except (OSError, KeyError, TypeError, RuntimeError) as e:
+        print(f"note: lr decay point left unchanged ({type(e).__name__}: {e})")
+
+
 def stage_train_shan(
     args: argparse.Namespace,
     img_dim: int,
@@ -325,6 +352,7 @@ def stage_train_shan(
     print(f"SHAN epoch 1 took {per_epoch:.1f}s; budget {max_seconds:.0f}s -> {n_epochs} epochs")
     if n_epochs == 1:
         return out_dir / "best", 1
+    _set_decay_epoch(out_dir / "last", max(1, round(n_epochs * 2 / 3)))
     resumed = dataclasses.replace(tcfg, epochs=n_epochs, resume=str(out_dir / "last"))
     return train(mcfg, dcfg, resumed, extra=extra, progress=False), n_epochs
 
@@ -468,8 +496,10 @@ def write_model_card(metrics: dict, path: Path) -> None:
         f"backbone (stride 8), 7×7 RoIAlign, TwoMLPHead → {s['feature_dim']}-d region features, "
         f"shape classifier ({len(s['classes'])} shapes) and a colour (attribute) head. "
         f"Regions per image: {s['min_regions']}–{s['max_regions']}. Training: "
-        f"{s.get('detector_training', {}).get('steps', '?')} steps of "
-        f"{s.get('detector_training', {}).get('batch_size', '?')} images.",
+        f"{s.get('detector_training', {}).get('steps', '?')} steps, "
+        f"{s.get('detector_training', {}).get('scenes', '?')} scenes seen (tiled "
+        f"{s.get('detector_training', {}).get('mosaic', 1)}×"
+        f"{s.get('detector_training', {}).get('mosaic', 1)} per training image).",
         f"- `shan/`: SHAN (GRU text encoder, d = {s['embed_dim']}, word dim {s['word_dim']}) "
         f"trained for {s.get('shan_epochs_trained', s['shan_epochs'])} epochs on the "
         "detector's region features of the training images (not ground-truth boxes), "

@@ -143,3 +143,29 @@ def test_train_detector_few_steps_saves(toy_split, tmp_path):
     assert not det.model.training
     again = ToyDetector.from_pretrained(tmp_path / "d")
     assert again.cfg.feature_dim == 32 and again.classes == list(tw.SHAPES)
+
+
+def test_mosaic_tiles_scenes_and_training_restores_inference_size(toy_split, tmp_path):
+    plain = ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), hflip=False)
+    ds = ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), hflip=False, mosaic=2)
+    assert len(ds) == 1
+    img, t = ds[0]
+    assert img.shape == (3, 128, 128)
+    n_obj = sum(len(plain[i][1]["labels"]) for i in range(4))
+    assert len(t["boxes"]) == len(t["labels"]) == len(t["attributes"]) == n_obj
+    # Every box lies inside one 64 x 64 tile, and the tile's pixels are a whole scene.
+    tiles = {(int(b[0] // 64), int(b[1] // 64)) for b in t["boxes"]}
+    for b in t["boxes"]:
+        c, r = int(b[0] // 64), int(b[1] // 64)
+        assert b[2] <= (c + 1) * 64 and b[3] <= (r + 1) * 64
+    assert len(tiles) >= 2
+    scenes = [plain[i][0] for i in range(4)]
+    for r in range(2):
+        for c in range(2):
+            tile = img[:, r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64]
+            assert any(torch.equal(tile, s) for s in scenes)
+    det = train_detector(toy_split, None, epochs=1, batch_size=1, device="cpu", num_workers=0,
+                         cfg=tiny_cfg(), max_steps=1, log=lambda s: None, mosaic=2)  # fmt: skip
+    assert det.train_info["mosaic"] == 2 and det.train_info["scenes"] == 4
+    assert det.model.transform.min_size == (64,) and det.model.transform.max_size == 64
+    assert det.model.rpn._post_nms_top_n["training"] == 200
