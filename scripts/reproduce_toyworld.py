@@ -8,9 +8,13 @@ ablations → detector mAP@0.5 and colour accuracy → word grounding → hard-n
 write ``checkpoints/shan``, ``checkpoints/detector``, ``assets/`` examples,
 ``checkpoints/metrics.json`` and the model card ``checkpoints/README.md``.
 
-Full run (one GPU, 16 CPU cores)::
+Full run (one GPU, 16 CPU cores; 10000/1000/1000 images, stops within ``--time-budget`` s)::
 
-    python scripts/reproduce_toyworld.py --device cuda --out runs/toyworld
+    python scripts/reproduce_toyworld.py --device cuda --out runs/toyworld --time-budget 480
+
+The budget is shared out at run time: the detector trains for ``--det-share`` of it (its cosine
+schedule follows wall-clock progress), SHAN's first epoch is timed and training resumes for as
+many epochs as fit before ``--eval-reserve`` seconds remain (lr decay at 2/3 of them).
 
 Smoke test (tiny sizes, CPU, a couple of minutes; writes only under ``--out``)::
 
@@ -146,7 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "shan_epochs": 10,
         "shan_batch": 128,
         "ablation_epochs": 6,
-        "grounding_images": 500,
+        "grounding_images": 300,
         "time_budget": 450.0,
     }
     quick = {
