@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -34,8 +35,7 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
-from torchvision.models.detection.transform import resize_boxes
-from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image, nms
+from torchvision.ops import MultiScaleRoIAlign, batched_nms
 from torchvision.transforms.functional import pil_to_tensor
 
 from shan.detect.base import Regions
@@ -303,13 +303,43 @@ class ToyDetector:
         class_logits, box_reg = rh.box_predictor(feats)
         return feats, class_logits, box_reg, rh.attr_predictor(feats)
 
+    def _select(
+        self, keep: np.ndarray, score: np.ndarray, img: np.ndarray, n_images: int
+    ) -> list[np.ndarray]:
+        """Per image, the candidate indices to return (CPU bookkeeping on small arrays).
+
+        ``keep``: NMS survivors in decreasing score order; ``score``/``img``: per candidate.
+        Confident survivors first (at most ``max_regions``); below ``min_regions`` topped up with
+        the next-best survivors, then with the remaining candidates by score.
+        """
+        thr = self.cfg.score_thresh
+        out = []
+        order_all = np.argsort(-score, kind="stable")
+        for i in range(n_images):
+            k_i = keep[img[keep] == i]
+            conf = k_i[score[k_i] >= thr][: self.max_regions]
+            if len(conf) < self.min_regions:
+                rest = k_i[score[k_i] < thr]
+                taken = np.zeros(len(score), dtype=bool)
+                taken[k_i] = True
+                extra = order_all[(img[order_all] == i) & ~taken[order_all]]
+                conf = np.concatenate([conf, rest, extra])[: self.min_regions]
+            out.append(conf.astype(np.int64))
+        return out
+
     @torch.no_grad()
-    def detect_tensors(self, images: Sequence[torch.Tensor]) -> list[Regions]:
-        """Float images ``(3, H, W)`` in [0, 1] on ``self.device`` → one :class:`Regions` each."""
+    def detect_tensors(self, images: Sequence[torch.Tensor], to_cpu: bool = False) -> list[Regions]:
+        """Float images ``(3, H, W)`` in [0, 1] on ``self.device`` → one :class:`Regions` each.
+
+        Everything after the RPN is batched over the images (one class-agnostic batched NMS, one
+        host round trip for the selection), so the cost per image stays small on a GPU.
+        ``to_cpu`` returns the regions on the CPU (one copy per batch, not per image).
+        """
         model = self.model
         model.eval()
         if len(images) == 0:
             return []
+        dev = images[0].device
         orig_sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in images]
         il, _ = model.transform(list(images))
         features = OrderedDict([("0", model.backbone(il.tensors))])
@@ -317,51 +347,59 @@ class ToyDetector:
         _, class_logits, box_reg, _ = self._heads(features, proposals, il.image_sizes)
         probs = F.softmax(class_logits.float(), -1)
         decoded = model.roi_heads.box_coder.decode(box_reg.float(), proposals)  # (P, C+1, 4)
-        chosen: list[torch.Tensor] = []
-        chosen_scores: list[torch.Tensor] = []
-        chosen_labels: list[torch.Tensor] = []
-        start = 0
-        for i, props in enumerate(proposals):
-            n = props.shape[0]
-            p, d = probs[start : start + n], decoded[start : start + n]
-            start += n
-            score, cls = p[:, 1:].max(1)
-            box = d[torch.arange(n, device=d.device), cls + 1]
-            box = clip_boxes_to_image(box, il.image_sizes[i])
-            wh = (box[:, 2:] - box[:, :2]).min(1).values
-            ok = wh >= 2.0
-            idx_ok = torch.nonzero(ok).flatten()
-            keep = idx_ok[nms(box[idx_ok], score[idx_ok], self.cfg.nms_thresh)]  # score order
-            conf = keep[score[keep] >= self.cfg.score_thresh][: self.max_regions]
-            if conf.numel() < self.min_regions:
-                # Top up with the next-best NMS survivors, then with any remaining candidates.
-                rest = keep[score[keep] < self.cfg.score_thresh]
-                others = torch.ones(n, dtype=torch.bool, device=box.device)
-                others[keep] = False
-                extra = torch.nonzero(others).flatten()
-                extra = extra[score[extra].argsort(descending=True)]
-                conf = torch.cat([conf, rest, extra])[: self.min_regions]
-            chosen.append(box[conf])
-            chosen_scores.append(score[conf])
-            chosen_labels.append(cls[conf])
+        counts_p = torch.tensor([p.shape[0] for p in proposals], device=dev)
+        img_idx = torch.repeat_interleave(torch.arange(len(proposals), device=dev), counts_p)
+        score, cls = probs[:, 1:].max(1)
+        box = decoded[torch.arange(decoded.shape[0], device=dev), cls + 1]
+        hw = torch.tensor(il.image_sizes, device=dev, dtype=box.dtype)[img_idx]  # (P, 2) h, w
+        zero = torch.zeros_like(box[:, 0])
+        box = torch.stack(
+            [
+                torch.maximum(torch.minimum(box[:, 0], hw[:, 1]), zero),
+                torch.maximum(torch.minimum(box[:, 1], hw[:, 0]), zero),
+                torch.maximum(torch.minimum(box[:, 2], hw[:, 1]), zero),
+                torch.maximum(torch.minimum(box[:, 3], hw[:, 0]), zero),
+            ],
+            1,
+        )
+        ok = (box[:, 2:] - box[:, :2]).min(1).values >= 2.0
+        idx_ok = torch.nonzero(ok).flatten()
+        keep = idx_ok[batched_nms(box[idx_ok], score[idx_ok], img_idx[idx_ok], self.cfg.nms_thresh)]
+        sel = self._select(
+            keep.cpu().numpy(), score.cpu().numpy(), img_idx.cpu().numpy(), len(proposals)
+        )
+        counts = [len(x) for x in sel]
+        flat = torch.from_numpy(np.concatenate(sel)).to(dev)
+        chosen = list(torch.split(box[flat], counts))
         feats, _, _, attr_logits = self._heads(features, chosen, il.image_sizes)
         attr_p, attr_i = F.softmax(attr_logits.float(), -1).max(1)
-        counts = [int(b.shape[0]) for b in chosen]
-        # One device→host copy for all names (not one sync per region).
-        label_ids = torch.cat(chosen_labels).tolist() if chosen_labels else []
+        # Boxes back to original pixels: per-region scale factors of its image.
+        scale = torch.tensor(
+            [[o[1] / r[1], o[0] / r[0]] for o, r in zip(orig_sizes, il.image_sizes)],
+            device=dev,
+            dtype=torch.float32,
+        )
+        region_img = torch.repeat_interleave(
+            torch.arange(len(counts), device=dev), torch.tensor(counts, device=dev)
+        )
+        boxes_out = box[flat].float() * scale[region_img].repeat(1, 2)
+        sc, feats, attr_p = score[flat].float(), feats.float(), attr_p.float()
+        if to_cpu:
+            boxes_out, sc, feats, attr_p = (t.cpu() for t in (boxes_out, sc, feats, attr_p))
+        label_ids = cls[flat].tolist()  # one device→host copy for all names
         attr_ids = attr_i.tolist()
         out: list[Regions] = []
         start = 0
-        for i, boxes in enumerate(chosen):
-            n = counts[i]
+        for i, n in enumerate(counts):
+            sl = slice(start, start + n)
             out.append(
                 Regions(
-                    boxes=resize_boxes(boxes, il.image_sizes[i], orig_sizes[i]).float(),
-                    features=feats[start : start + n].float(),
-                    scores=chosen_scores[i].float(),
-                    labels=[self.cfg.classes[c] for c in label_ids[start : start + n]],
-                    attributes=[self.cfg.attributes[a] for a in attr_ids[start : start + n]],
-                    attribute_scores=attr_p[start : start + n],
+                    boxes=boxes_out[sl],
+                    features=feats[sl],
+                    scores=sc[sl],
+                    labels=[self.cfg.classes[c] for c in label_ids[sl]],
+                    attributes=[self.cfg.attributes[a] for a in attr_ids[sl]],
+                    attribute_scores=attr_p[sl],
                     image_size=(orig_sizes[i][1], orig_sizes[i][0]),
                 )
             )
@@ -370,7 +408,7 @@ class ToyDetector:
 
     def extract(self, images: Sequence[Image.Image]) -> list[Regions]:
         """RGB PIL images (any size) → :class:`Regions` (on the CPU), in order."""
-        return [r.to("cpu") for r in self.detect_tensors(self._to_tensors(images))]
+        return self.detect_tensors(self._to_tensors(images), to_cpu=True)
 
 
 # ----------------------------------------------------------------------------------------------
