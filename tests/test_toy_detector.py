@@ -159,11 +159,16 @@ def test_mosaic_tiles_scenes_and_training_restores_inference_size(toy_split, tmp
         c, r = int(b[0] // 64), int(b[1] // 64)
         assert b[2] <= (c + 1) * 64 and b[3] <= (r + 1) * 64
     assert len(tiles) >= 2
-    scenes = [plain[i][0] for i in range(4)]
+    scenes = [plain[i] for i in range(4)]
+    got = {tuple(b.tolist()) + (int(lb),) for b, lb in zip(t["boxes"], t["labels"])}
     for r in range(2):
         for c in range(2):
             tile = img[:, r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64]
-            assert any(torch.equal(tile, s) for s in scenes)
+            (scene,) = [s for s in scenes if torch.equal(tile, s[0])]
+            # that scene's objects, shifted to this tile, are among the targets
+            for b, lb in zip(scene[1]["boxes"], scene[1]["labels"]):
+                shifted = (b + torch.tensor([c * 64, r * 64, c * 64, r * 64])).tolist()
+                assert tuple(shifted) + (int(lb),) in got
     det = train_detector(toy_split, None, epochs=1, batch_size=1, device="cpu", num_workers=0,
                          cfg=tiny_cfg(), max_steps=1, log=lambda s: None, mosaic=2)  # fmt: skip
     assert det.train_info["mosaic"] == 2 and det.train_info["scenes"] == 4
