@@ -9,7 +9,13 @@ Two implementations of the same maths live here:
 * **Fast** (:func:`score_chunk`): all ``Nc x Mc`` pairs of a chunk at once, using the algebra of
   ``SHAN.md`` "Scoring cost" — one GEMM for all affinities, linear maps applied to the originals
   once per image / caption (``W t*_i = sum_j alpha_ij (W t_j)``), cosines of attended vectors from
-  small Gram matrices, one ``exp`` shared by both softmaxes of step 1. Used by ``SHAN.score``.
+  small Gram matrices, one ``exp`` shared by both softmaxes of step 1, gated fusion as one
+  GEMM + GLU, pooling without forming the fused fragments. Used by ``SHAN.score`` (autograd and
+  accelerators).
+* **Fused CPU kernel** (``_FUSED_C_SOURCE``, used by :func:`score_chunk` without gradients on the
+  CPU): the same algebra pair by pair in C, each pair's data in L1/L2 (the torch path is bound by
+  memory bandwidth on a CPU). Built once with the system C compiler and cached; without one (or
+  with ``SHAN_FUSED_CPU=0``) the torch path runs. Tests check both against the reference.
 
 Conventions: ``v`` are region embeddings ``(k, d)``, ``t`` word embeddings ``(n, d)``, masks are
 bool (``True`` = real fragment). Padded fragments never change a score: logits are filled with a

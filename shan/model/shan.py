@@ -220,11 +220,13 @@ class SHAN(nn.Module):
         """Scores of all ``N x M`` image-caption pairs (fast batched path).
 
         Work runs in chunks of ``img_chunk`` images x ``txt_chunk`` captions (default 16 x 32 on
-        the CPU, 64 x 128 on an accelerator), so the per-pair
-        intermediates (``(img_chunk, txt_chunk, k + n, 2d)`` floats at most) are bounded by the
-        chunk sizes; the per-image and per-caption projections (about ``3 (N k + M n) d``
-        floats) are computed once. With gradients enabled each chunk is recomputed in the backward
-        pass (``grad_checkpoint``, default: on when gradients are enabled) to bound memory.
+        the CPU, 64 x 128 on an accelerator); captions are sorted by length so a caption block is
+        padded only to its longest. Memory is bounded by the chunk sizes: the torch path holds
+        about ``img_chunk * txt_chunk * (k + n) * 3d`` floats per chunk, the fused CPU kernel
+        ``3 * img_chunk * k * txt_chunk * n`` plus one pair's scratch per thread. Besides, the
+        prepared images (6 d-vectors per region, once per call) and one caption block stay
+        resident. With gradients enabled each chunk is recomputed in the backward pass
+        (``grad_checkpoint``, default: on when gradients are enabled) to bound memory.
 
         ``timings``, when given, receives the seconds spent preparing images / captions
         (``"prepare"``, per-image and per-caption work) and scoring pairs (``"pairs"``); on CUDA
@@ -240,8 +242,8 @@ class SHAN(nn.Module):
                 f"expected (N, k, d) and (M, n, d), got {tuple(v.shape)}, {tuple(t.shape)}"
             )
         on_cpu = v.device.type == "cpu"
-        img_chunk = img_chunk or (16 if on_cpu else 64)
-        txt_chunk = txt_chunk or (32 if on_cpu else 128)
+        img_chunk = (16 if on_cpu else 64) if img_chunk is None else int(img_chunk)
+        txt_chunk = (32 if on_cpu else 128) if txt_chunk is None else int(txt_chunk)
         if img_chunk < 1 or txt_chunk < 1:
             raise ValueError("img_chunk and txt_chunk must be >= 1")
         c = self.cfg
