@@ -1,7 +1,8 @@
-"""Configs as dataclasses. Each checkpoint stores its :class:`ModelConfig` as JSON next to the weights.
+"""Configs as dataclasses. Each checkpoint stores its :class:`ModelConfig` as JSON next to its
+weights.
 
-CLIs build these from a JSON config file plus ``--key value`` overrides (see :func:`apply_overrides`);
-nothing in the library reads a global argument object.
+CLIs build these from a JSON config file plus ``--key value`` overrides (see
+:func:`apply_overrides`); nothing in the library reads a global argument object.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _coerce(value: str, current: Any, ftype: Any) -> Any:
 
 
 def apply_overrides(cfg: T, overrides: dict[str, str]) -> T:
-    """Return a copy of ``cfg`` with string overrides (from ``--key value``) parsed to field types."""
+    """Return a copy of ``cfg`` with string overrides (``--key value``) parsed to field types."""
     fields = {f.name: f for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for key, value in overrides.items():

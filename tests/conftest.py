@@ -1,4 +1,4 @@
-"""Shared test setup: deterministic, single-threaded torch so tests are fast and reproducible on 2 cores."""
+"""Shared test setup: seeded torch with few threads, so tests are reproducible on 2 cores."""
 
 from __future__ import annotations
 

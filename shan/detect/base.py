@@ -7,8 +7,9 @@ labels for the demo. SHAN only ever sees ``Regions.features`` (and a mask when p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -40,7 +41,7 @@ class Regions:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
-    def to(self, device: torch.device | str) -> "Regions":
+    def to(self, device: torch.device | str) -> Regions:
         return Regions(
             boxes=self.boxes.to(device),
             features=self.features.to(device),
@@ -58,8 +59,8 @@ class RegionExtractor(Protocol):
     """Image(s) -> :class:`Regions`. Implementations: ``shan.detect.toy``, ``shan.detect.butd``.
 
     ``min_regions`` / ``max_regions`` bound how many regions are returned per image (set both equal
-    for a fixed count such as BUTD's k = 36). Fewer detections than ``min_regions`` are topped up with
-    the next-best candidates so the count is honoured whenever the image has that many candidates.
+    for a fixed count such as BUTD's k = 36). Fewer detections than ``min_regions`` are topped up
+    with the next-best candidates, so the count is honoured when the image has that many.
     """
 
     feature_dim: int

@@ -1,4 +1,5 @@
-"""Build a region extractor by name: ``toy`` (shipped toy-world detector) or ``butd`` (Bottom-Up-Attention)."""
+"""Build a region extractor by name: ``toy`` (the shipped toy-world detector) or ``butd``
+(Bottom-Up-Attention)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def build_extractor(
     min_regions: int | None = None,
     max_regions: int | None = None,
 ) -> RegionExtractor:
-    """Load an extractor. ``weights``: the toy detector's directory, or a BUTD ``.pth``/``.pkl`` file.
+    """Load an extractor. ``weights``: the toy detector's directory or a BUTD ``.pth``/``.pkl``.
 
     ``min_regions``/``max_regions`` of ``None`` keep each extractor's own defaults.
     """
