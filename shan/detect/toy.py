@@ -56,7 +56,8 @@ class ToyDetectorConfig:
     classes: list[str] = field(default_factory=list)  # shape names (background is implicit, id 0)
     attributes: list[str] = field(default_factory=list)  # colour names
     image_size: int = 256  # images are resized to fit this square (toy images already are)
-    widths: tuple[int, ...] = (32, 64, 128, 128)  # backbone stages; first three halve the size
+    widths: tuple[int, ...] = (32, 64, 128, 128)  # backbone stages (two conv blocks each)
+    strides: tuple[int, ...] = (2, 2, 2, 1)  # per stage; feature stride = product
     out_channels: int = 128
     feature_dim: int = 256  # TwoMLPHead output = region feature
     anchor_sizes: tuple[int, ...] = (20, 28, 40, 56, 80)  # objects: 24-38 and 54-80 px
@@ -79,14 +80,18 @@ def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class SmallBackbone(nn.Module):
-    """A few conv blocks: ``(B, 3, H, W)`` → ``(B, out_channels, H/8, W/8)``."""
+    """A few conv blocks: ``(B, 3, H, W)`` → ``(B, out_channels, H/s, W/s)``, ``s = Π strides``."""
 
-    def __init__(self, widths: Sequence[int], out_channels: int) -> None:
+    def __init__(
+        self, widths: Sequence[int], out_channels: int, strides: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
+        strides = list(strides) if strides is not None else [2, 2, 2, 1][: len(widths)]
+        if len(strides) != len(widths):
+            raise DetectorError(f"{len(widths)} backbone widths but {len(strides)} strides")
         layers: list[nn.Module] = []
         cin = 3
-        for i, w in enumerate(widths):
-            stride = 2 if i < 3 else 1
+        for w, stride in zip(widths, strides):
             layers += [_conv(cin, w, stride), _conv(w, w, 1)]
             cin = w
         layers.append(nn.Conv2d(cin, out_channels, 1))
@@ -148,7 +153,7 @@ def build_model(cfg: ToyDetectorConfig) -> FasterRCNN:
         raise DetectorError(
             "ToyDetectorConfig needs the class (shape) and attribute (colour) names"
         )
-    backbone = SmallBackbone(cfg.widths, cfg.out_channels)
+    backbone = SmallBackbone(cfg.widths, cfg.out_channels, cfg.strides)
     anchors = AnchorGenerator(
         sizes=(tuple(cfg.anchor_sizes),), aspect_ratios=(tuple(cfg.aspect_ratios),)
     )
@@ -268,7 +273,14 @@ class ToyDetector:
             )
         try:
             raw = json.loads(cpath.read_text())
-            for key in ("widths", "anchor_sizes", "aspect_ratios", "image_mean", "image_std"):
+            for key in (
+                "widths",
+                "strides",
+                "anchor_sizes",
+                "aspect_ratios",
+                "image_mean",
+                "image_std",
+            ):
                 if key in raw:
                     raw[key] = tuple(raw[key])
             cfg = ToyDetectorConfig(**raw)
