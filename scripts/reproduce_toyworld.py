@@ -136,7 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds for the whole run (full default 450, quick: none); the detector gets "
         "--det-share of it, SHAN as many epochs as fit in what is left minus --eval-reserve",
     )
-    p.add_argument("--det-share", type=float, default=0.3)
+    p.add_argument("--det-share", type=float, default=0.33)
     p.add_argument("--eval-reserve", type=float, default=45.0)
     args = p.parse_args(argv)
     full = {
@@ -217,6 +217,10 @@ def detector_config(args: argparse.Namespace) -> ToyDetectorConfig:
         attributes=list(toyworld.COLOURS),
         image_size=args.image_size,
         anchor_sizes=tuple(max(4, round(a * scale)) for a in base.anchor_sizes),
+        # Stride 4 (not 8): small objects (24-38 px) then span 6-9 feature cells, so the 7x7
+        # RoIAlign sees their outline; learned faster in a CPU A/B (mAP 0.094 vs 0.063 after
+        # 200 steps at 128 px).
+        strides=(2, 2, 1, 1),
         min_regions=args.min_regions,
         max_regions=args.max_regions,
     )
@@ -497,7 +501,8 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "## What they are",
         f"- `detector/`: torchvision Faster R-CNN trained **from scratch** on "
         f"{s['train_images']} synthetic toy-world images ({s['image_size']} px): small conv "
-        f"backbone (stride 8), 7×7 RoIAlign, TwoMLPHead → {s['feature_dim']}-d region features, "
+        f"backbone (stride {int(np.prod(s['detector_config'].get('strides', (8,))))}), 7×7 "
+        f"RoIAlign, TwoMLPHead → {s['feature_dim']}-d region features, "
         f"shape classifier ({len(s['classes'])} shapes) and a colour (attribute) head. "
         f"Regions per image: {s['min_regions']}–{s['max_regions']}. Training: "
         f"{s.get('detector_training', {}).get('steps', '?')} steps, "
