@@ -179,10 +179,10 @@ def main(argv: list[str] | None = None) -> None:
         f"({flops / pairs / 1e6:.2f} MFLOP/pair counted)"
     )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    nc = chunk_kw.get("img_chunk", 16 if device.type == "cpu" else 64)
+    nc = chunk_kw.get("img_chunk", 16 if device.type == "cpu" and not fused else 64)
     mc = chunk_kw.get("txt_chunk", 32 if device.type == "cpu" else 128)
-    if fused:  # alpha, beta, affinities + per-thread scratch of one pair
-        chunk_mb = (3 * nc * k * mc * n_pad + args.threads * (k + 8) * d) * 4 / 2**20
+    if fused:  # the chunk's affinities + per-thread scratch of one pair
+        chunk_mb = (nc * k * mc * n_pad + args.threads * (k + 8) * d) * 4 / 2**20
     else:  # the attended/fused (rows, 2d) + (rows, d) tensors of both sides
         chunk_mb = nc * mc * (k + n_pad) * 3 * d * 4 / 2**20
     prep_mb = (args.images * k + mc * n_pad) * 6 * d * 4 / 2**20

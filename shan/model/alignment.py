@@ -295,14 +295,29 @@ static inline float hsum(v16 v) {
 
 /* 1 / (1 + exp(-g)) with a degree-6 polynomial for 2^f (relative error ~2e-7). */
 static inline v16 vsigmoid(v16 g) {
-    v16 x = -g;
-#if defined(__AVX512F__)
-    x = (v16)_mm512_min_ps(_mm512_max_ps((__m512)x, (__m512)splat(-87.f)), (__m512)splat(87.f));
+#if defined(__AVX512F__) && !defined(SHAN_NO_RCP)
+    /* exp(-g) = 2^r * 2^f (r = round(-g log2 e), |f| <= 1/2) with VSCALEFPS doing the 2^r: no
+     * integer conversions, and only the overflow side needs a clamp (den stays finite). */
+    const __m512 t = _mm512_min_ps(_mm512_mul_ps((__m512)g, _mm512_set1_ps(-1.44269504088896341f)),
+                                   _mm512_set1_ps(126.f));
+    const __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const v16 f = (v16)_mm512_sub_ps(t, r);
+    v16 p = splat(1.54035304e-4f);
+    p = p * f + splat(1.33335581e-3f);
+    p = p * f + splat(9.61812911e-3f);
+    p = p * f + splat(5.55041087e-2f);
+    p = p * f + splat(2.40226507e-1f);
+    p = p * f + splat(6.93147181e-1f);
+    p = p * f + splat(1.0f);
+    const v16 den = splat(1.f) + (v16)_mm512_scalef_ps((__m512)p, r);
+    /* reciprocal estimate (14 bits) + one Newton step: ~1e-7 relative error, no division */
+    v16 rc = (v16)_mm512_rcp14_ps((__m512)den);
+    return rc * (splat(2.f) - den * rc);
 #else
+    v16 x = -g;
     vi16 lo = x < splat(-87.f), hi = x > splat(87.f);
     x = (v16)((lo & (vi16)splat(-87.f)) | (~lo & (vi16)x));
     x = (v16)((hi & (vi16)splat(87.f)) | (~hi & (vi16)x));
-#endif
     v16 t = x * splat(1.44269504088896341f);
     vi16 n = __builtin_convertvector(t + splat(128.5f), vi16) - 128;
     v16 f = t - __builtin_convertvector(n, v16);
@@ -314,13 +329,7 @@ static inline v16 vsigmoid(v16 g) {
     p = p * f + splat(6.93147181e-1f);
     p = p * f + splat(1.0f);
     v16 scale = (v16)((n + 127) << 23);
-    v16 den = splat(1.f) + p * scale;
-#if defined(__AVX512F__) && !defined(SHAN_NO_RCP)
-    /* reciprocal estimate (14 bits) + one Newton step: ~1e-7 relative error, no division */
-    v16 r = (v16)_mm512_rcp14_ps((__m512)den);
-    return r * (splat(2.f) - den * r);
-#else
-    return splat(1.f) / den;
+    return splat(1.f) / (splat(1.f) + p * scale);
 #endif
 }
 

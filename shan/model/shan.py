@@ -22,6 +22,7 @@ from shan.model.alignment import (
     FragmentAffinity,
     GatedFusion,
     align_pair,
+    fused_cpu_available,
     prepare_captions,
     prepare_images,
     score_chunk,
@@ -220,10 +221,11 @@ class SHAN(nn.Module):
         """Scores of all ``N x M`` image-caption pairs (fast batched path).
 
         Work runs in chunks of ``img_chunk`` images x ``txt_chunk`` captions (default 16 x 32 on
-        the CPU, 64 x 128 on an accelerator); captions are sorted by length so a caption block is
-        padded only to its longest. Memory is bounded by the chunk sizes: the torch path holds
-        about ``img_chunk * txt_chunk * (k + n) * 3d`` floats per chunk, the fused CPU kernel
-        ``3 * img_chunk * k * txt_chunk * n`` plus one pair's scratch per thread. Besides, the
+        the CPU, 64 x 32 with the fused CPU kernel, 64 x 128 on an accelerator); captions are
+        sorted by length so a caption block is padded only to its longest. Memory is bounded by
+        the chunk sizes: the torch path holds about ``img_chunk * txt_chunk * (k + n) * 3d``
+        floats per chunk, the fused CPU kernel ``img_chunk * k * txt_chunk * n`` (affinities)
+        plus one pair's scratch per thread. Besides, the
         prepared images (6 d-vectors per region, once per call) and one caption block stay
         resident. With gradients enabled each chunk is recomputed in the backward pass
         (``grad_checkpoint``, default: on when gradients are enabled) to bound memory.
@@ -242,15 +244,25 @@ class SHAN(nn.Module):
                 f"expected (N, k, d) and (M, n, d), got {tuple(v.shape)}, {tuple(t.shape)}"
             )
         on_cpu = v.device.type == "cpu"
-        img_chunk = (16 if on_cpu else 64) if img_chunk is None else int(img_chunk)
-        txt_chunk = (32 if on_cpu else 128) if txt_chunk is None else int(txt_chunk)
-        if img_chunk < 1 or txt_chunk < 1:
-            raise ValueError("img_chunk and txt_chunk must be >= 1")
+        # The fused kernel holds only the chunk's affinities (not (k + n) x 3d per pair), so its
+        # chunks can be 4x taller: fewer torch GEMM / thread-pool hand-overs per pair (each leaves
+        # an OpenMP thread spinning on a core the kernel's threads need).
         c = self.cfg
         need_context = c.use_g2l or c.use_g2g
         if not (c.use_l2l or need_context):
             raise ValueError("all three steps are switched off (use_l2l/use_g2l/use_g2g)")
         p = self.params
+        fused = (  # the same test as score_chunk's default
+            on_cpu
+            and need_context
+            and p.smooth <= 40.0
+            and not torch.is_grad_enabled()
+            and fused_cpu_available()
+        )
+        img_chunk = (16 if on_cpu and not fused else 64) if img_chunk is None else int(img_chunk)
+        txt_chunk = (32 if on_cpu else 128) if txt_chunk is None else int(txt_chunk)
+        if img_chunk < 1 or txt_chunk < 1:
+            raise ValueError("img_chunk and txt_chunk must be >= 1")
         vm = vm.to(torch.bool)
         tm = tm.to(torch.bool)
         if v.shape[0] and not bool(vm.any(1).all()):
