@@ -280,6 +280,11 @@ def search_views(result: SearchResult) -> tuple:
 # The app
 
 
+def _picture(label: str, elem_id: str, **kwargs: Any) -> gr.Image:
+    """An output-only image slot; its figure carries its own title, so the label stays hidden."""
+    return gr.Image(label=label, elem_id=elem_id, interactive=False, show_label=False, **kwargs)
+
+
 def build_demo(
     pipeline: DemoPipeline,
     examples: Sequence[Example] = (),
@@ -359,12 +364,7 @@ def build_demo(
                         )
                         match_btn = gr.Button("Match", variant="primary", elem_id="match-btn")
                     with gr.Column(scale=1):
-                        regions_out = gr.Image(
-                            label="Detected regions",
-                            interactive=False,
-                            elem_id="regions",
-                            show_label=False,
-                        )
+                        regions_out = _picture("Detected regions", "regions")
                         gr.Markdown(texts.REGIONS, elem_classes=["teach"])
                 match_ex_slot = gr.Column()
                 notices_out = gr.Markdown(elem_id="match-notices")
@@ -378,12 +378,7 @@ def build_demo(
                     max_height=900,
                     elem_id="ranking",
                 )
-                chart_out = gr.Image(
-                    label="Scores",
-                    interactive=False,
-                    elem_id="scores-chart",
-                    show_label=False,
-                )
+                chart_out = _picture("Scores", "scores-chart")
                 caption_sel = gr.Dropdown(
                     label="Explain this caption (the step views below follow it)",
                     choices=[],
@@ -399,11 +394,8 @@ def build_demo(
                                 interactive=True,
                                 elem_id="word-select",
                             )
-                            heat_out = gr.Image(
-                                label="Step 1 heatmap of the chosen word",
-                                interactive=False,
-                                elem_id="step1-heatmap",
-                                show_label=False,
+                            heat_out = _picture(
+                                "Step 1 heatmap of the chosen word", "step1-heatmap"
                             )
                             word_md = gr.Markdown(elem_id="word-summary")
                         with gr.Column(scale=2):
@@ -417,38 +409,18 @@ def build_demo(
                         elem_id="step1-gallery",
                         object_fit="contain",
                     )
-                    matrix_out = gr.Image(
-                        label="Step 1 · word × region matrix",
-                        interactive=False,
-                        elem_id="step1-matrix",
-                        show_label=False,
-                    )
+                    matrix_out = _picture("Step 1 · word × region matrix", "step1-matrix")
                 with gr.Group(elem_classes=["step-box"]):
                     with gr.Row():
                         with gr.Column(scale=3):
-                            s2_img_out = gr.Image(
-                                label="Step 2 · regions",
-                                interactive=False,
-                                elem_id="step2-regions",
-                                show_label=False,
-                            )
-                            s2_bar_out = gr.Image(
-                                label="Step 2 · words",
-                                interactive=False,
-                                elem_id="step2-words",
-                                show_label=False,
-                            )
+                            s2_img_out = _picture("Step 2 · regions", "step2-regions")
+                            s2_bar_out = _picture("Step 2 · words", "step2-words")
                         with gr.Column(scale=2):
                             gr.Markdown(texts.STEP2, elem_classes=["teach"])
                 with gr.Group(elem_classes=["step-box"]):
                     with gr.Row():
                         with gr.Column(scale=3):
-                            s3_out = gr.Image(
-                                label="Step 3 · the final score",
-                                interactive=False,
-                                elem_id="step3",
-                                show_label=False,
-                            )
+                            s3_out = _picture("Step 3 · the final score", "step3")
                             s3_md = gr.Markdown(elem_id="step3-summary")
                         with gr.Column(scale=2):
                             gr.Markdown(texts.STEP3, elem_classes=["teach"])
@@ -492,13 +464,7 @@ def build_demo(
                     elem_id="search-heatmaps",
                     object_fit="contain",
                 )
-                s_heat = gr.Image(
-                    label="Best image · the sharpest word",
-                    interactive=False,
-                    height=480,
-                    show_label=False,
-                    elem_id="search-heatmap",
-                )
+                s_heat = _picture("Best image · the sharpest word", "search-heatmap", height=480)
 
             with gr.Tab("About", id="about"):
                 gr.Markdown(texts.ABOUT)
