@@ -358,6 +358,7 @@ static inline float sigmoid1(float g) { return 1.f / (1.f + expf(-g)); }
  * bias (L x 2d) = [-x ; -(W_own x + b)], x (L x d). Scratch: f (L x d) fused rows x^c,
  * u (d), wt (L), rv (2 L x 16), rows (L ints). */
 static void side(int L, int K, int d, const float *att, long ars, long acs, const float *src,
+                 long ss,
                  const float *bias, const float *x, const float *mask, float cnt, const float *w,
                  const float *xnorm, float *f, float *u, float *wt, float *rv, float *ctx,
                  float *rel_mean, int *rows) {
@@ -382,7 +383,7 @@ static void side(int L, int K, int d, const float *att, long ars, long acs, cons
             const float *aa = att + ia * ars, *ab = att + ib * ars;
             for (int j = 0; j < K; j++) {
                 const v16 va = splat(aa[j * acs]), vb = splat(ab[j * acs]);
-                const float *sj = src + j * d2 + c0;
+                const float *sj = src + j * ss + c0;
                 const v16 y0 = ld(sj), y1 = ld(sj + 16), y2 = ld(sj + 32), y3 = ld(sj + 48);
                 const v16 z0 = ld(sj + d), z1 = ld(sj + d + 16), z2 = ld(sj + d + 32),
                           z3 = ld(sj + d + 48);
@@ -419,8 +420,8 @@ static void side(int L, int K, int d, const float *att, long ars, long acs, cons
             float s = bias[i * d2 + c], g = bias[i * d2 + d + c];
             for (int j = 0; j < K; j++) {
                 const float a = att[i * ars + j * acs];
-                s += a * src[j * d2 + c];
-                g += a * src[j * d2 + d + c];
+                s += a * src[j * ss + c];
+                g += a * src[j * ss + d + c];
             }
             const float xv = x[(long)i * d + c], t = s + xv;
             rn[16L * i] += t * xv;
@@ -522,7 +523,7 @@ static void attention(int k, int n, const float *aff, long ars, const float *mv,
 /* Pairs p in [p0, p1) of an (nc images x mc captions) block, p = image * mc + caption.
  * aff: (nc, k, mc, n) step-1 affinities. Outputs (nc, mc): l2l, g2l, g2g.
  * Returns 0, or 1 if out of memory. */
-int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const float *aff,
+int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, long ss, const float *aff,
                const float *iv, const float *ibias, const float *isrc, const float *imask,
                const float *icnt, const float *inorm, const float *tt, const float *tbias,
                const float *tsrc, const float *tmask, const float *tcnt, const float *tnorm,
@@ -549,9 +550,9 @@ int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, const floa
         float r_v, r_t;
         attention(k, n, aff + v * kmn + m * n, (long)mc * n, m_v, m_t, lam, al, bt, col);
         /* step 1 relevance + step 2 fusion/pooling, region side then word side */
-        side(k, n, d, al, n, 1, tsrc + m * n * d2, ibias + v * k * d2, x_v, m_v, icnt[v], wi,
+        side(k, n, d, al, n, 1, tsrc + m * n * ss, ss, ibias + v * k * d2, x_v, m_v, icnt[v], wi,
              n_v, e, u, wv, rv, vc, &r_v, rows);
-        side(n, k, d, bt, k, 1, isrc + v * k * d2, tbias + m * n * d2, x_t, m_t, tcnt[m], wt,
+        side(n, k, d, bt, k, 1, isrc + v * k * ss, ss, tbias + m * n * d2, x_t, m_t, tcnt[m], wt,
              n_t, e, u, wv, rv, tc, &r_t, rows);
         l2l[p] = mu * r_v + (1.f - mu) * r_t;
         /* step 2 global-to-local */
@@ -626,7 +627,7 @@ def _compile_fused() -> ctypes.CDLL | None:
         ptr = ctypes.c_void_p
         fn.argtypes = (
             [ctypes.c_int] * 5
-            + [ctypes.c_long] * 2
+            + [ctypes.c_long] * 3
             + [ptr] * 13
             + [ptr, ptr]
             + [ctypes.c_float, ctypes.c_float]
@@ -657,6 +658,24 @@ def _fused_pool(threads: int) -> ThreadPoolExecutor:
         return pools[threads]
 
 
+def _src_stride(d: int) -> int:
+    """Row stride (floats) of the ``[y ; -W_att y]`` rows the fused kernel reads: ``2d`` plus one
+    cache line. With ``2d`` a multiple of 1024 floats (4 KiB) every row of a block would map to the
+    same L1 sets, and the 14-36 rows the kernel cycles through would keep evicting each other."""
+    return 2 * d + 16
+
+
+def _strided_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x (B, K, 2d)`` with its rows :func:`_src_stride` floats apart (a view of a padded
+    buffer): ``x`` itself when it already is laid out so, else a padded copy (same dtype, device
+    and autograd history; the pad is never read)."""
+    b, k, d2 = x.shape
+    ss = _src_stride(d2 // 2)
+    if x.stride() == (k * ss, ss, 1) or (b == 1 and x.stride()[1:] == (ss, 1)):
+        return x
+    return F.pad(x, (0, ss - d2))[..., :d2]
+
+
 def _score_fused(
     img: PreparedImages, txt: PreparedCaptions, aff: torch.Tensor, p: AlignmentParams
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -665,11 +684,13 @@ def _score_fused(
     fn = _fused_state["lib"].shan_pairs
     nc, k, d = img.v.shape
     mc, n, _ = txt.t.shape
-    tensors = [aff]
-    tensors += [img.v, img.fuse_bias, img.att_src, img.mask, img.count, img.norm]
-    tensors += [txt.t, txt.fuse_bias, txt.att_src, txt.mask, txt.count, txt.norm]
+    ss = _src_stride(d)
+    tensors = [aff, img.v, img.fuse_bias, img.mask, img.count, img.norm]
+    tensors += [txt.t, txt.fuse_bias, txt.mask, txt.count, txt.norm]
     tensors += [p.pool_img.weight, p.pool_txt.weight]
     tensors = [x.detach().float().contiguous() for x in tensors]
+    tensors.insert(3, _strided_rows(img.att_src.detach().float()))
+    tensors.insert(9, _strided_rows(txt.att_src.detach().float()))
     out = torch.empty(3, nc, mc)
     ptrs = [x.data_ptr() for x in tensors]
     tail = [ctypes.c_float(p.mu), ctypes.c_float(p.smooth)] + [o.data_ptr() for o in out]
@@ -678,7 +699,7 @@ def _score_fused(
     cuts = [total * i // threads for i in range(threads + 1)]
 
     def run(i: int) -> int:
-        return fn(nc, mc, k, n, d, cuts[i], cuts[i + 1], *ptrs, *tail)
+        return fn(nc, mc, k, n, d, cuts[i], cuts[i + 1], ss, *ptrs, *tail)
 
     if threads == 1:
         codes = [run(0)]
@@ -699,8 +720,9 @@ class PreparedImages:
     ``v (N, k, d)`` zero-padded regions; ``mask (N, k)`` float 0/1; ``count (N,)`` real regions;
     ``norm (N, k)`` |v_i|; ``proj (N, k, d)`` norm(W~_v v_i); ``fuse_bias (N, k, 2d)`` =
     [-v_i ; -(W_own v_i + b_g)] (own part of the image-side fusion); ``att_src (N, k, 2d)`` =
-    [v_i ; -W_att^txt v_i] (what the word side's attention ``beta`` is applied to);
-    ``gram (N, k, k)`` = V V^T; ``x_sum (N, d)`` masked sum of ``v``.
+    [v_i ; -W_att^txt v_i] (what the word side's attention ``beta`` is applied to; a view whose
+    rows are ``2d + 16`` floats apart, see :func:`_src_stride`); ``gram (N, k, k)`` = V V^T;
+    ``x_sum (N, d)`` masked sum of ``v``.
     """
 
     v: torch.Tensor
@@ -725,7 +747,8 @@ class PreparedCaptions:
     """Per-caption quantities for :func:`score_chunk`, symmetric to :class:`PreparedImages`:
     ``t (M, n, d)``, ``mask (M, n)``, ``count (M,)``, ``norm (M, n)``, ``proj (M, n, d)``,
     ``fuse_bias (M, n, 2d)`` = [-t_j ; -(W_own^txt t_j + b_h)], ``att_src (M, n, 2d)`` =
-    [t_j ; -W_att^img t_j], ``gram (M, n, n)`` = T T^T, ``x_sum (M, d)``."""
+    [t_j ; -W_att^img t_j] (rows ``2d + 16`` floats apart), ``gram (M, n, n)`` = T T^T,
+    ``x_sum (M, d)``."""
 
     t: torch.Tensor
     mask: torch.Tensor
@@ -743,8 +766,9 @@ class PreparedCaptions:
     def select(self, index: torch.Tensor, n_words: int) -> PreparedCaptions:
         """Captions ``index`` (long ``(Mc,)``), word axis trimmed to the first ``n_words``."""
         out = {f: getattr(self, f).index_select(0, index) for f in self.__dataclass_fields__}
-        for f in ("t", "mask", "norm", "proj", "fuse_bias", "att_src"):
+        for f in ("t", "mask", "norm", "proj", "fuse_bias"):
             out[f] = out[f][:, :n_words].contiguous()
+        out["att_src"] = _strided_rows(out["att_src"][:, :n_words])
         out["gram"] = out["gram"][:, :n_words, :n_words].contiguous()
         return PreparedCaptions(**out)
 
@@ -763,7 +787,7 @@ def prepare_images(v: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) -> P
         norm=v.norm(dim=-1),
         proj=p.affinity.project_images(v) * m[..., None],
         fuse_bias=-torch.cat([v, p.fuse_img.own_part(v)], dim=-1),
-        att_src=torch.cat([v, -p.fuse_txt.attended_part(v)], dim=-1),
+        att_src=_strided_rows(torch.cat([v, -p.fuse_txt.attended_part(v)], dim=-1)),
         gram=v @ v.transpose(-1, -2),
         x_sum=v.sum(1),
     )
@@ -780,7 +804,7 @@ def prepare_captions(t: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) ->
         norm=t.norm(dim=-1),
         proj=p.affinity.project_words(t) * m[..., None],
         fuse_bias=-torch.cat([t, p.fuse_txt.own_part(t)], dim=-1),
-        att_src=torch.cat([t, -p.fuse_img.attended_part(t)], dim=-1),
+        att_src=_strided_rows(torch.cat([t, -p.fuse_img.attended_part(t)], dim=-1)),
         gram=t @ t.transpose(-1, -2),
         x_sum=t.sum(1),
     )
