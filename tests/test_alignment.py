@@ -185,3 +185,30 @@ def test_fused_cpu_kernel_equals_torch_path(seed: int, d: int, smooth: float) ->
         slow = score_chunk(pi, pc, p, fused=False)
     for a, b in zip(fast, slow, strict=True):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+@pytest.mark.skipif(not fused_cpu_available(), reason="no C compiler for the fused CPU kernel")
+def test_fused_kernel_row_layout_of_att_src() -> None:
+    """On the CPU ``att_src`` rows are 2d + 16 floats apart (L1-set aliasing fix); the kernel
+    gives the same scores from slices, caption selections and plain contiguous tensors."""
+    torch.manual_seed(3)
+    p = make_params(3)
+    v, t = unit(6, 5, D), unit(7, 8, D)
+    vm, tm = torch.rand(6, 5) > 0.3, torch.rand(7, 8) > 0.3
+    vm[:, 0] = True
+    tm[:, 1] = True
+    with torch.no_grad():
+        pi, pc = prepare_images(v, vm, p), prepare_captions(t, tm, p)
+        assert pi.att_src.shape == (6, 5, 2 * D)
+        assert pi.att_src.stride() == (5 * (2 * D + 16), 2 * D + 16, 1)
+        sub_i = pi[2:5]
+        sub_c = pc.select(torch.tensor([6, 0, 3]), 8)
+        assert sub_c.att_src.stride()[1:] == (2 * D + 16, 1)
+        ref = score_chunk(sub_i, sub_c, p, fused=False)
+        fast = score_chunk(sub_i, sub_c, p, fused=True)
+        sub_i.att_src = sub_i.att_src.contiguous()  # plain layout: the kernel pads a copy
+        sub_c.att_src = sub_c.att_src.contiguous()
+        plain = score_chunk(sub_i, sub_c, p, fused=True)
+    for a, b, c in zip(ref, fast, plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+        assert torch.equal(b, c)

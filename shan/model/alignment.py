@@ -677,6 +677,11 @@ def _strided_rows(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, ss - d2))[..., :d2]
 
 
+def _kernel_rows(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_strided_rows` on the CPU (the fused kernel's layout); unchanged elsewhere."""
+    return _strided_rows(x) if x.device.type == "cpu" else x.contiguous()
+
+
 def _score_fused(
     img: PreparedImages, txt: PreparedCaptions, aff: torch.Tensor, p: AlignmentParams
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -722,7 +727,7 @@ class PreparedImages:
     ``norm (N, k)`` |v_i|; ``proj (N, k, d)`` norm(W~_v v_i); ``fuse_bias (N, k, 2d)`` =
     [-v_i ; -(W_own v_i + b_g)] (own part of the image-side fusion); ``att_src (N, k, 2d)`` =
     [v_i ; -W_att^txt v_i] (what the word side's attention ``beta`` is applied to; a view whose
-    rows are ``2d + 16`` floats apart, see :func:`_src_stride`); ``gram (N, k, k)`` = V V^T;
+    rows ``2d + 16`` floats apart on the CPU, see :func:`_src_stride`); ``gram (N, k, k)`` = V V^T;
     ``x_sum (N, d)`` masked sum of ``v``.
     """
 
@@ -748,7 +753,7 @@ class PreparedCaptions:
     """Per-caption quantities for :func:`score_chunk`, symmetric to :class:`PreparedImages`:
     ``t (M, n, d)``, ``mask (M, n)``, ``count (M,)``, ``norm (M, n)``, ``proj (M, n, d)``,
     ``fuse_bias (M, n, 2d)`` = [-t_j ; -(W_own^txt t_j + b_h)], ``att_src (M, n, 2d)`` =
-    [t_j ; -W_att^img t_j] (rows ``2d + 16`` floats apart), ``gram (M, n, n)`` = T T^T,
+    [t_j ; -W_att^img t_j] (rows ``2d + 16`` floats apart on the CPU), ``gram (M, n, n)`` = T T^T,
     ``x_sum (M, d)``."""
 
     t: torch.Tensor
@@ -769,7 +774,7 @@ class PreparedCaptions:
         out = {f: getattr(self, f).index_select(0, index) for f in self.__dataclass_fields__}
         for f in ("t", "mask", "norm", "proj", "fuse_bias"):
             out[f] = out[f][:, :n_words].contiguous()
-        out["att_src"] = _strided_rows(out["att_src"][:, :n_words])
+        out["att_src"] = _kernel_rows(out["att_src"][:, :n_words])
         out["gram"] = out["gram"][:, :n_words, :n_words].contiguous()
         return PreparedCaptions(**out)
 
@@ -788,7 +793,7 @@ def prepare_images(v: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) -> P
         norm=v.norm(dim=-1),
         proj=p.affinity.project_images(v) * m[..., None],
         fuse_bias=-torch.cat([v, p.fuse_img.own_part(v)], dim=-1),
-        att_src=_strided_rows(torch.cat([v, -p.fuse_txt.attended_part(v)], dim=-1)),
+        att_src=_kernel_rows(torch.cat([v, -p.fuse_txt.attended_part(v)], dim=-1)),
         gram=v @ v.transpose(-1, -2),
         x_sum=v.sum(1),
     )
@@ -805,7 +810,7 @@ def prepare_captions(t: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) ->
         norm=t.norm(dim=-1),
         proj=p.affinity.project_words(t) * m[..., None],
         fuse_bias=-torch.cat([t, p.fuse_txt.own_part(t)], dim=-1),
-        att_src=_strided_rows(torch.cat([t, -p.fuse_img.attended_part(t)], dim=-1)),
+        att_src=_kernel_rows(torch.cat([t, -p.fuse_img.attended_part(t)], dim=-1)),
         gram=t @ t.transpose(-1, -2),
         x_sum=t.sum(1),
     )
