@@ -19,7 +19,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from demo import render, texts
+from demo import gradio_compat, render, texts
 from demo.pipeline import (
     MAX_CAPTIONS,
     MAX_SEARCH_IMAGES,
@@ -290,6 +290,7 @@ def build_demo(
     examples: Sequence[Example] = (),
 ) -> gr.Blocks:
     """Build the Blocks app around a loaded pipeline (launch it with :func:`launch_kwargs`)."""
+    gradio_compat.install()  # identical pictures served concurrently must not be truncated
 
     @gpu
     @friendly("matching the captions")
