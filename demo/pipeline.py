@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shan.detect.base import RegionExtractor, Regions
+from shan.detect.base import RegionExtractor, Regions, stack_regions
 from shan.explain import StepExplanation, from_model_explanation
 
 log = logging.getLogger(__name__)
@@ -412,13 +412,7 @@ class DemoPipeline:
     @torch.inference_mode()
     def _score(self, regions: list[Regions], batch: Any) -> np.ndarray:
         """All image × caption scores: ``(N, M, 4)`` with ``total, l2l, g2l, g2g``."""
-        k = max(len(r) for r in regions)
-        dim = int(regions[0].features.shape[1])
-        feats = torch.zeros(len(regions), k, dim)
-        mask = torch.zeros(len(regions), k, dtype=torch.bool)
-        for i, r in enumerate(regions):
-            feats[i, : len(r)] = r.features.float()
-            mask[i, : len(r)] = True
+        feats, mask = stack_regions(regions)
         img = self.model.encode_images(feats.to(self.device), mask.to(self.device))
         txt = self.model.encode_captions(batch.to(self.device))
         s = self.model.score(img, txt)

@@ -49,6 +49,7 @@ import torch  # noqa: E402
 
 from shan.config import DataConfig, ModelConfig, TrainConfig, to_dict  # noqa: E402
 from shan.data import toyworld  # noqa: E402
+from shan.detect.base import stack_regions  # noqa: E402
 from shan.detect.toy import ToyDetector, ToyDetectorConfig, train_detector  # noqa: E402
 from shan.extract import extract_images  # noqa: E402
 from shan.toyworld_eval import (  # noqa: E402
@@ -409,12 +410,7 @@ def choose_examples(
     pool = [(i, c["text"]) for i, r in enumerate(cands) for c in r["captions"]]
     pool += [(-1, r["hard_negative"]["text"]) for r in cands]
     model = loaded.model
-    k = max(len(r) for r in regs)
-    feats = torch.zeros(len(regs), k, det.feature_dim)
-    mask = torch.zeros(len(regs), k, dtype=torch.bool)
-    for i, r in enumerate(regs):
-        feats[i, : len(r)] = r.features
-        mask[i, : len(r)] = True
+    feats, mask = stack_regions(regs)
     with torch.no_grad():
         img = model.encode_images(feats.to(device), mask.to(device))
         batch = loaded.text.encode_batch([t for _, t in pool], model.cfg.max_words)

@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from shan.detect.base import stack_regions
+
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "checkpoints" / "shan"
 DET = ROOT / "checkpoints" / "detector"
@@ -45,12 +47,7 @@ def test_examples_rank_their_true_captions_first(shipped):
     assert len(examples) >= 3
     images = [Image.open(EXAMPLES.parent / ex["image"]).convert("RGB") for ex in examples]
     regs = det.extract(images)
-    k = max(len(r) for r in regs)
-    feats = torch.zeros(len(regs), k, det.feature_dim)
-    mask = torch.zeros(len(regs), k, dtype=torch.bool)
-    for i, r in enumerate(regs):
-        feats[i, : len(r)] = r.features
-        mask[i, : len(r)] = True
+    feats, mask = stack_regions(regs)
     owner = [i for i, ex in enumerate(examples) for _ in ex["captions"]]
     pool = [c for ex in examples for c in ex["captions"]]
     owner += [-1] * len(examples)

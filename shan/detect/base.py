@@ -54,6 +54,22 @@ class Regions:
         )
 
 
+def stack_regions(regions: Sequence[Regions]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad several images' regions into SHAN's image input.
+
+    Returns ``features (N, k, D)`` float32, zero-padded to ``k = max regions``, and ``mask (N, k)``
+    bool, True for real regions (what :meth:`shan.model.SHAN.encode_images` takes).
+    """
+    k = max(len(r) for r in regions)
+    dim = int(regions[0].features.shape[1])
+    feats = torch.zeros(len(regions), k, dim)
+    mask = torch.zeros(len(regions), k, dtype=torch.bool)
+    for i, r in enumerate(regions):
+        feats[i, : len(r)] = r.features.float()
+        mask[i, : len(r)] = True
+    return feats, mask
+
+
 @runtime_checkable
 class RegionExtractor(Protocol):
     """Image(s) -> :class:`Regions`. Implementations: ``shan.detect.toy``, ``shan.detect.butd``.
