@@ -8,9 +8,17 @@ ablations → detector mAP@0.5 and colour accuracy → word grounding → hard-n
 write ``checkpoints/shan``, ``checkpoints/detector``, ``assets/`` examples,
 ``checkpoints/metrics.json`` and the model card ``checkpoints/README.md``.
 
-Full run (one GPU, 16 CPU cores; 10000/1000/1000 images, stops within ``--time-budget`` s)::
+Full run on a GPU (the shipped models: one H200, 16 CPU cores, 10000/1000/1000 images; 435 s)::
 
-    python scripts/reproduce_toyworld.py --device cuda --out runs/toyworld --time-budget 480
+    python scripts/reproduce_toyworld.py --device cuda --out /tmp/tw  # budget 505 s, det share 0.5
+
+CPU-only run (a 2-core machine; 4000/1000/1000 images, budgeted to finish within 2 hours)::
+
+    python scripts/reproduce_toyworld.py --device cpu --out /tmp/tw_cpu --ckpt-dir /tmp/tw_cpu/ck \
+        --assets-dir /tmp/tw_cpu/assets
+
+The sizes and budgets come from a preset chosen by the device (``gpu`` for cuda, ``cpu``, or
+``quick``); every flag overrides its preset value.
 
 The budget is shared out at run time: the detector trains for ``--det-share`` of it (its cosine
 schedule follows wall-clock progress), SHAN's first epoch is timed and training resumes for as
@@ -109,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--det-mosaic",
         type=int,
-        default=2,
+        default=None,
         help="train the detector on m x m tiles of scenes (m^2 more scenes/s on a GPU, where "
         "torchvision's per-image overhead bounds speed); --det-batch counts tiled images",
     )
@@ -134,13 +142,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--time-budget",
         type=float,
         default=None,
-        help="seconds for the whole run (full default 450, quick: none); the detector gets "
-        "--det-share of it, SHAN as many epochs as fit in what is left minus --eval-reserve",
+        help="seconds for the whole run (gpu preset 505, cpu 6900, quick: none); the detector "
+        "gets --det-share of it, SHAN as many epochs as fit in what is left minus --eval-reserve",
     )
-    p.add_argument("--det-share", type=float, default=0.33)
-    p.add_argument("--eval-reserve", type=float, default=45.0)
+    p.add_argument("--det-share", type=float, default=None)
+    p.add_argument("--eval-reserve", type=float, default=None)
+    p.add_argument("--val-images", type=int, default=None, help="dev images validated per epoch")
     args = p.parse_args(argv)
-    full = {
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but CUDA is not available")
+    gpu = {
         "train_images": 10000,
         "dev_images": 1000,
         "test_images": 1000,
@@ -152,7 +165,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "shan_batch": 128,
         "ablation_epochs": 6,
         "grounding_images": 300,
-        "time_budget": 450.0,
+        "time_budget": 505.0,
+        "det_share": 0.5,
+        "det_mosaic": 2,
+        "eval_reserve": 45.0,
+        "val_images": 1000,
+    }
+    # A 2-core CPU: ~0.13 s per detector training scene, ~13 ms per SHAN training caption, so
+    # fewer training images and the detector on single scenes (mosaics only pay off on a GPU).
+    cpu = {
+        "train_images": 4000,
+        "dev_images": 1000,
+        "test_images": 1000,
+        "image_size": 256,
+        "det_epochs": 40,
+        "det_batch": 4,
+        "extract_batch": 16,
+        "shan_epochs": 12,
+        "shan_batch": 128,
+        "ablation_epochs": 4,
+        "grounding_images": 300,
+        "time_budget": 6900.0,
+        "det_share": 0.55,
+        "det_mosaic": 1,
+        "eval_reserve": 300.0,
+        "val_images": 1000,
     }
     quick = {
         "train_images": 64,
@@ -166,8 +203,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "shan_batch": 32,
         "ablation_epochs": 1,
         "grounding_images": 6,
+        "det_share": 0.33,
+        "det_mosaic": 2,
+        "eval_reserve": 45.0,
+        "val_images": 12,
     }
-    for k, v in (quick if args.quick else full).items():
+    args.preset = "quick" if args.quick else ("gpu" if args.device == "cuda" else "cpu")
+    preset = {"quick": quick, "gpu": gpu, "cpu": cpu}[args.preset]
+    for k, v in preset.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.det_seconds = args.time_budget * args.det_share if args.time_budget else None
@@ -178,10 +221,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.ckpt_dir or (out / "checkpoints" if args.quick else ROOT / "checkpoints")
     )
     args.assets_dir = Path(args.assets_dir or (out / "assets" if args.quick else ROOT / "assets"))
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda but CUDA is not available")
     return args
 
 
@@ -299,7 +338,9 @@ def shan_configs(
         use_g2l=steps[1],
         use_g2g=steps[2],
     )
-    dcfg = DataConfig(root=str(Path(args.out) / "precomp"), name=DATA_NAME, max_val_images=1000)
+    dcfg = DataConfig(
+        root=str(Path(args.out) / "precomp"), name=DATA_NAME, max_val_images=args.val_images
+    )
     tcfg = TrainConfig(
         epochs=epochs,
         lr=args.shan_lr,
@@ -611,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python scripts/reproduce_toyworld.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    print(f"device={args.device} out={out} quick={args.quick}")
+    print(f"device={args.device} preset={args.preset} out={out}")
 
     with timer.stage("1 generate"):
         anns = stage_generate(args, data_dir)
