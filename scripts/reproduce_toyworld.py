@@ -575,17 +575,27 @@ def write_model_card(metrics: dict, path: Path) -> None:
                 "Each row scores the test set with **one step of the fully trained model alone** "
                 "(its own step score; ablation by switch, not retrained)."
                 if mode == "switch"
-                else "Each single-step row is a **separately trained** model using only that "
-                "step (ablation by training); the switch rows score one step of the full model."
+                else "Switch rows score the test set with one step of the fully trained model "
+                "alone; trained rows are **separately trained** models using only that step "
+                f"({ab.get('epochs', {}).get('single_step', '?')} epochs each, the same data, "
+                "features and settings), beside the full model trained the same way "
+                f"({ab.get('epochs', {}).get('all_three', '?')} epochs)."
             ),
             "| model | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rSum |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, m in ab.get("switch", {}).items():
             lines.append(f"| {name} only (switch) | {_fmt(m)} |")
-        for name, m in ab.get("trained", {}).items():
-            lines.append(f"| {name} only (trained) | {_fmt(m)} |")
-        lines.append(f"| all three | {_fmt(r['total'])} |")
+        lines.append(f"| all three (these checkpoints) | {_fmt(r['total'])} |")
+        trained = ab.get("trained", {})
+        for name, m in trained.items():
+            if name != "all three":
+                lines.append(f"| {name} only (trained) | {_fmt(m)} |")
+        if trained:
+            full = trained.get("all three", r["total"])
+            lines.append(f"| all three (trained the same way) | {_fmt(full)} |")
+        if ab.get("command"):
+            lines += ["", f"Trained rows from a separate run: `{ab['command']}`."]
     lines += [
         "",
         "## Detector (test)",
@@ -684,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablations == "train":
         with timer.stage("6 ablations (train single-step models)"):
             ablations["trained"] = {}
+            ablations["epochs"] = {
+                "single_step": args.ablation_epochs,
+                "all_three": args.shan_epochs_trained,
+            }
             for name, steps in (("L2L", (1, 0, 0)), ("G2L", (0, 1, 0)), ("G2G", (0, 0, 1))):
                 flags = (bool(steps[0]), bool(steps[1]), bool(steps[2]))
                 run_dir = out / f"shan_{name.lower()}"
@@ -693,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
                 _, m = evaluate_model(ck, test, args.device)
                 ablations["trained"][name] = m["total"]
                 print(f"{name} only (trained): {_fmt(m['total'])}")
+            ablations["trained"]["all three"] = step_metrics["total"]
     with timer.stage("7 detector mAP / colour"):
         det_metrics = detection_metrics_from_precomp(test, det.classes)
         print(json.dumps({k: v for k, v in det_metrics.items() if k != "ap"}))
