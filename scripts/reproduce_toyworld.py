@@ -594,6 +594,16 @@ def write_model_card(metrics: dict, path: Path) -> None:
         if trained:
             full = trained.get("all three", r["total"])
             lines.append(f"| all three (trained the same way) | {_fmt(full)} |")
+            best = max(trained, key=lambda k: trained[k].get("rsum", float("-inf")))
+            if best != "all three":
+                gap = trained[best]["rsum"] - full["rsum"]
+                lines += [
+                    "",
+                    f"Trained the same way, the full model does **not** have the best rSum: "
+                    f"{best} only is {gap:.1f} higher.",
+                ]
+        if ab.get("note"):
+            lines += ["", ab["note"]]
         if ab.get("command"):
             lines += ["", f"Trained rows from a separate run: `{ab['command']}`."]
     lines += [
