@@ -70,3 +70,64 @@ def test_metrics_and_model_card_agree():
     rsum = metrics["retrieval"]["total"]["rsum"]
     assert f"{rsum:.1f}" in card
     assert f"{metrics['detector']['map50']:.3f}" in card
+
+
+@pytest.fixture(scope="module")
+def fresh_test_scenes(shipped, tmp_path_factory):
+    """The first 120 held-out test scenes, regenerated from the seed, run through the detector."""
+    from shan.data.toyworld import generate_split, load_annotations
+
+    out = tmp_path_factory.mktemp("toy_test")
+    generate_split(out, "test", 120, seed=0, workers=1)
+    records = load_annotations(out / "annotations.json")["images"]
+    _, det = shipped
+    regions = []
+    for s in range(0, len(records), 40):
+        batch = [Image.open(out / r["file"]).convert("RGB") for r in records[s : s + 40]]
+        regions += det.extract(batch)
+    feats, mask = stack_regions(regions)
+    return {
+        "records": records,
+        "regions": regions,
+        "feats": feats.numpy(),
+        "masks": mask.numpy(),
+    }
+
+
+def test_shipped_detector_finds_shapes_and_colours(shipped, fresh_test_scenes):
+    """The card's detector targets (mAP@0.5 >= 0.9, colour accuracy >= 0.9) on fresh scenes."""
+    from shan.toyworld_eval import detection_metrics
+
+    _, det = shipped
+    regs = fresh_test_scenes["regions"]
+    m = detection_metrics(
+        [r.boxes.numpy() for r in regs],
+        [r.labels for r in regs],
+        [r.scores.tolist() for r in regs],
+        [r.attributes for r in regs],
+        fresh_test_scenes["records"],
+        det.classes,
+    )
+    assert m["map50"] >= 0.9, m
+    assert m["colour_acc"] >= 0.9, m
+
+
+def test_shipped_shan_retrieves_and_rejects_swapped_colours(shipped, fresh_test_scenes):
+    """Retrieval among the 120 scenes and the colour-swap hard negatives, from detected regions."""
+    from shan.toyworld_eval import (
+        hard_negative_accuracy,
+        image_captions,
+        retrieval_metrics,
+        step_sims,
+    )
+
+    loaded, _ = shipped
+    data = fresh_test_scenes
+    with torch.no_grad():
+        sims = step_sims(
+            loaded.model, loaded.text, data["feats"], data["masks"], image_captions(data["records"])
+        )
+        hard = hard_negative_accuracy(loaded.model, loaded.text, data)
+    r = retrieval_metrics(sims["total"])
+    assert r["i2t_r1"] >= 80 and r["t2i_r1"] >= 60, r
+    assert hard["n"] >= 50 and hard["accuracy"] >= 0.9, hard

@@ -292,3 +292,46 @@ def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
     for ex in examples:
         assert (out / "assets" / ex["image"]).is_file() and len(ex["captions"]) == 5
         assert ex["hard_negative"] not in ex["captions"]
+
+    # Again, reusing data and detector, with ablations by training: one model per single step and
+    # the full model, trained for the same number of epochs, side by side in the card.
+    det_before = (out / "detector" / "detector.safetensors").read_bytes()
+    rc = mod.main(["--quick", "--device", "cpu", "--out", str(out), "--train-images", "16",
+                   "--dev-images", "5", "--test-images", "6", "--image-size", "64",
+                   "--shan-batch", "8", "--workers", "1", "--num-examples", "2", "--reuse",
+                   "--ablations", "train"])  # fmt: skip
+    assert rc == 0
+    assert (out / "detector" / "detector.safetensors").read_bytes() == det_before
+    ab = json.loads((ck / "metrics.json").read_text())["ablations"]
+    assert set(ab["trained"]) == {"L2L", "G2L", "G2G", "all three"}
+    assert ab["epochs"] == {"single_step": 1, "all_three": 1}
+    card = (ck / "README.md").read_text()
+    for name in ("L2L", "G2L", "G2G"):
+        assert f"| {name} only (trained) | " in card
+    assert f"{ab['trained']['G2G']['rsum']:.1f} |" in card
+    assert "| all three (trained the same way) |" in card
+
+
+def _reproduce_module():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_toyworld.py"
+    spec = importlib.util.spec_from_file_location("reproduce_toyworld_presets", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_reproduce_presets_follow_the_device_and_flags_override_them():
+    mod = _reproduce_module()
+    cpu = mod.parse_args(["--device", "cpu"])
+    assert cpu.preset == "cpu"
+    assert cpu.time_budget <= 2 * 3600 and cpu.det_mosaic == 1 and cpu.test_images == 1000
+    quick = mod.parse_args(["--quick", "--device", "cpu"])
+    assert quick.preset == "quick" and quick.time_budget is None and quick.train_images < 100
+    own = mod.parse_args(["--device", "cpu", "--train-images", "10", "--det-mosaic", "3",
+                          "--time-budget", "60", "--det-share", "0.2"])  # fmt: skip
+    assert (own.train_images, own.det_mosaic, own.time_budget) == (10, 3, 60.0)
+    assert own.det_seconds == pytest.approx(12.0)
+    assert own.dev_images == cpu.dev_images  # untouched values keep the preset's
