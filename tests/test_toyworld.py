@@ -263,13 +263,7 @@ def test_grounding_accuracy_of_a_perfect_and_an_inverted_grounder():
 @pytest.mark.slow
 def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
     """The one-command pipeline at toy sizes: every stage runs and every artefact is written."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_toyworld.py"
-    spec = importlib.util.spec_from_file_location("reproduce_toyworld", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _reproduce_module()
     out = tmp_path / "run"
     rc = mod.main(["--quick", "--device", "cpu", "--out", str(out), "--train-images", "16",
                    "--dev-images", "5", "--test-images", "6", "--image-size", "64",
@@ -317,7 +311,7 @@ def _reproduce_module():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_toyworld.py"
-    spec = importlib.util.spec_from_file_location("reproduce_toyworld_presets", script)
+    spec = importlib.util.spec_from_file_location("reproduce_toyworld", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
