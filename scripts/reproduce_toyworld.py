@@ -520,6 +520,48 @@ def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
+def summarize_run(metrics: dict, label: str) -> dict[str, Any]:
+    """The headline figures of one run's ``metrics.json`` (for the card's reproductions table)."""
+    r = metrics["retrieval"]["total"]
+    return {
+        "label": label,
+        "command": metrics["command"],
+        "device": metrics["device"],
+        "total_s": metrics["timings_s"].get("total"),
+        "train_images": metrics["settings"]["train_images"],
+        "map50": metrics["detector"]["map50"],
+        "colour_acc": metrics["detector"]["colour_acc"],
+        "i2t_r1": r["i2t_r1"],
+        "t2i_r1": r["t2i_r1"],
+        "rsum": r["rsum"],
+        "grounding": metrics["grounding"]["accuracy"],
+        "hard_negatives": metrics["hard_negatives"]["accuracy"],
+    }
+
+
+def _reproductions_section(runs: list[dict]) -> list[str]:
+    """Other complete runs of this script (e.g. CPU-only), as measured; empty if none."""
+    if not runs:
+        return []
+    lines = [
+        "## Other complete runs (not shipped)",
+        "| run | device | train images | total time | mAP@0.5 | colour | i2t R@1 | t2i R@1 "
+        "| rSum | grounding | hard neg. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in runs:
+        lines.append(
+            f"| {x['label']} | {x['device']} | {x['train_images']} | "
+            f"{x['total_s'] / 60:.1f} min | {x['map50']:.3f} | {x['colour_acc']:.3f} | "
+            f"{x['i2t_r1']:.1f} | {x['t2i_r1']:.1f} | {x['rsum']:.1f} | "
+            f"{100 * x['grounding']:.1f}% | {100 * x['hard_negatives']:.1f}% |"
+        )
+    for x in runs:
+        lines.append(f"- {x['label']}: `{x['command']}`")
+    lines.append("")
+    return lines
+
+
 def write_model_card(metrics: dict, path: Path) -> None:
     """``checkpoints/README.md`` from ``metrics.json`` (every number here is measured)."""
     r = metrics["retrieval"]
@@ -638,6 +680,7 @@ def write_model_card(metrics: dict, path: Path) -> None:
         + ", ".join(f"{k} {v}" for k, v in metrics["timings_s"].items())
         + f". Device: {metrics['device']}.",
         "",
+        *_reproductions_section(metrics.get("reproductions", [])),
         "## Limits",
         "- Trained on synthetic shapes only; on photographs the detector's regions and the "
         "scores are meaningless.",

@@ -276,6 +276,12 @@ def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
     assert metrics["retrieval"]["n_images"] == 6
     assert set(metrics["ablations"]["switch"]) == {"L2L", "G2L", "G2G"}
     assert f"{metrics['retrieval']['total']['rsum']:.1f}" in (ck / "README.md").read_text()
+    # Another run's headline figures can be listed in the card, as measured.
+    metrics["reproductions"] = [mod.summarize_run(metrics, "a second run")]
+    mod.write_model_card(metrics, tmp_path / "card.md")
+    card_lines = (tmp_path / "card.md").read_text().splitlines()
+    row = next(x for x in card_lines if "| a second run |" in x)
+    assert f"| {metrics['detector']['map50']:.3f} |" in row
     assert (ck / "shan" / "model.safetensors").is_file()
     assert (ck / "detector" / "detector.safetensors").is_file()
     from shan.checkpoint import load_checkpoint
