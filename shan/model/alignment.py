@@ -293,7 +293,19 @@ static inline float hsum(v16 v) {
     return s;
 }
 
-/* 1 / (1 + exp(-g)) with a degree-6 polynomial for 2^f (relative error ~2e-7). */
+/* 2^f for |f| <= 1/2: degree-6 polynomial (relative error ~2e-7). */
+static inline v16 exp2_poly(v16 f) {
+    v16 p = splat(1.54035304e-4f);
+    p = p * f + splat(1.33335581e-3f);
+    p = p * f + splat(9.61812911e-3f);
+    p = p * f + splat(5.55041087e-2f);
+    p = p * f + splat(2.40226507e-1f);
+    p = p * f + splat(6.93147181e-1f);
+    p = p * f + splat(1.0f);
+    return p;
+}
+
+/* 1 / (1 + exp(-g)), exp via exp2_poly and an exponent scale. */
 static inline v16 vsigmoid(v16 g) {
 #if defined(__AVX512F__) && !defined(SHAN_NO_RCP)
     /* exp(-g) = 2^r * 2^f (r = round(-g log2 e), |f| <= 1/2) with VSCALEFPS doing the 2^r: no
@@ -302,13 +314,7 @@ static inline v16 vsigmoid(v16 g) {
                                    _mm512_set1_ps(126.f));
     const __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const v16 f = (v16)_mm512_sub_ps(t, r);
-    v16 p = splat(1.54035304e-4f);
-    p = p * f + splat(1.33335581e-3f);
-    p = p * f + splat(9.61812911e-3f);
-    p = p * f + splat(5.55041087e-2f);
-    p = p * f + splat(2.40226507e-1f);
-    p = p * f + splat(6.93147181e-1f);
-    p = p * f + splat(1.0f);
+    const v16 p = exp2_poly(f);
     const v16 den = splat(1.f) + (v16)_mm512_scalef_ps((__m512)p, r);
     /* reciprocal estimate (14 bits) + one Newton step: ~1e-7 relative error, no division */
     v16 rc = (v16)_mm512_rcp14_ps((__m512)den);
@@ -321,13 +327,7 @@ static inline v16 vsigmoid(v16 g) {
     v16 t = x * splat(1.44269504088896341f);
     vi16 n = __builtin_convertvector(t + splat(128.5f), vi16) - 128;
     v16 f = t - __builtin_convertvector(n, v16);
-    v16 p = splat(1.54035304e-4f);
-    p = p * f + splat(1.33335581e-3f);
-    p = p * f + splat(9.61812911e-3f);
-    p = p * f + splat(5.55041087e-2f);
-    p = p * f + splat(2.40226507e-1f);
-    p = p * f + splat(6.93147181e-1f);
-    p = p * f + splat(1.0f);
+    const v16 p = exp2_poly(f);
     v16 scale = (v16)((n + 127) << 23);
     return splat(1.f) / (splat(1.f) + p * scale);
 #endif
