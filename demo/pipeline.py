@@ -29,6 +29,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shan.detect.base import RegionExtractor, Regions, stack_regions
+from shan.device import resolve_device
+from shan.errors import ShanError
 from shan.explain import StepExplanation, from_model_explanation
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,11 @@ MIN_IMAGE_SIDE = 32  # smaller images are enlarged (nearest neighbour) so they c
 MAX_SEARCH_IMAGES = 16
 
 
-class InputError(ValueError):
+class InputError(ShanError, ValueError):
     """Input the demo cannot use; the message says what to change and is safe to show."""
 
 
-class SetupError(RuntimeError):
+class SetupError(ShanError, RuntimeError):
     """The models could not be loaded (missing checkpoint, bad detector weights, ...)."""
 
 
@@ -249,16 +251,6 @@ class SearchResult:
 # The pipeline
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU → :class:`SetupError`."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SetupError("--device cuda was asked for, but no CUDA GPU is available")
-    return torch.device(name)
-
-
 def cpu_threads(concurrency: int, cpus: int | None = None) -> int:
     """Torch CPU threads per request so ``concurrency`` requests share the cores without
     oversubscription: ``max(1, cpus // concurrency)``.
@@ -341,7 +333,10 @@ class DemoPipeline:
         from shan.checkpoint import load_checkpoint
         from shan.detect.factory import KINDS, build_extractor
 
-        dev = resolve_device(device)
+        try:
+            dev = resolve_device(device)
+        except ShanError as err:
+            raise SetupError(str(err)) from err
         text = str(checkpoint)
         if not Path(text).is_dir() and not _looks_like_hub_id(text):
             raise SetupError(

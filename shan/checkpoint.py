@@ -29,6 +29,7 @@ from shan.data.vocab import (
     Vocabulary,
     load_text_processor,
 )
+from shan.errors import ShanError
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -38,7 +39,7 @@ VOCAB_NAME = "vocab.json"
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ShanError, ValueError):
     """A checkpoint that cannot be saved or loaded (message names the file / keys / shapes)."""
 
 

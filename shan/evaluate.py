@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from shan.checkpoint import CheckpointError, load_checkpoint
-from shan.data.precomp import DataError
-from shan.evaluation import EvaluationError, evaluate_split, format_metrics
+from shan.checkpoint import load_checkpoint
+from shan.device import resolve_device
+from shan.errors import ShanError
+from shan.evaluation import evaluate_split, format_metrics
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,15 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError("--device cuda requested but CUDA is not available")
-    return dev
-
-
 def report(result: dict[str, Any], name: str = "") -> str:
     """The printed summary of an :func:`~shan.evaluation.evaluate_split` result."""
     n, m = result["n_images"], result["n_captions"]
@@ -81,7 +71,7 @@ def report(result: dict[str, Any], name: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        device = _device(args.device)
+        device = resolve_device(args.device)
         loaded = load_checkpoint(args.checkpoint, device=device)
         result = evaluate_split(
             loaded.model,
@@ -96,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             score_chunks=tuple(args.score_chunks) if args.score_chunks else None,
         )
-    except (CheckpointError, DataError, EvaluationError) as e:
+    except ShanError as e:
         print(f"shan-eval: error: {e}", file=sys.stderr)
         return 2
     result.update(

@@ -29,6 +29,7 @@ import torch
 
 from shan.data.precomp import CAPS_PER_IMAGE, DataError, SplitArrays, load_split_arrays
 from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary
+from shan.errors import ShanError
 
 Metrics = tuple[float, float, float, float, float]  # r1, r5, r10 (percent), medr, meanr (1-based)
 
@@ -52,7 +53,7 @@ METRIC_KEYS = (
 )
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ShanError, ValueError):
     """A similarity matrix or split that cannot be evaluated (message says why)."""
 
 

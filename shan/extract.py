@@ -41,11 +41,12 @@ import torch
 from PIL import Image
 
 from shan.detect.base import RegionExtractor, Regions
+from shan.errors import ShanError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-class ExtractError(ValueError):
+class ExtractError(ShanError, ValueError):
     """Bad extraction arguments (missing images, captions that do not fit the images, ...)."""
 
 

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from shan.errors import ShanError
+
 GROUNDING_ROLES = ("shape", "colour")
 _ROLE_ATTR = {"shape": "shape", "colour": "colour", "size": "size", "pattern": "pattern"}
 
 
-class ToyEvalError(ValueError):
+class ToyEvalError(ShanError, ValueError):
     """Precomputed files and annotations that do not fit together."""
 
 

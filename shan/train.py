@@ -52,15 +52,17 @@ from shan.config import (
     from_dict,
     to_dict,
 )
-from shan.data.precomp import DataError, PrecompDataset, load_split_arrays
-from shan.data.vocab import TransformerTextProcessor, VocabError, Vocabulary
+from shan.data.precomp import PrecompDataset, load_split_arrays
+from shan.data.vocab import TransformerTextProcessor, Vocabulary
+from shan.device import resolve_device
+from shan.errors import ShanError
 from shan.evaluation import evaluate_arrays, format_metrics
 
 TRAIN_STATE_NAME = "train_state.pt"
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
-class ConfigError(ValueError):
+class ConfigError(ShanError, ValueError):
     """A config file or ``--set`` override that cannot be used."""
 
 
@@ -139,18 +141,6 @@ def _dist_info() -> tuple[int, int, int]:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return world, rank, local
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` → ``cuda:<local_rank>`` when available, else ``cpu``."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but CUDA is not available")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
 
 
 def _seed_everything(seed: int) -> None:
@@ -503,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             min_count=args.min_count,
             progress=not args.no_progress,
         )
-    except (ConfigError, DataError, VocabError, CheckpointError) as e:
+    except ShanError as e:
         print(f"shan-train: error: {e}", file=sys.stderr)
         return 2
     if _dist_info()[1] == 0:

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from shan.errors import ShanError
 from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary
 
 CAPS_PER_IMAGE = 5
 
 
-class DataError(ValueError):
+class DataError(ShanError, ValueError):
     """Missing or malformed precomputed data (the message names the file and the problem)."""
 
 

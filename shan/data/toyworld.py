@@ -24,6 +24,7 @@ writes ``<out>/<split>/images/*.png`` and ``<out>/<split>/annotations.json`` for
 
 from __future__ import annotations
 
+from shan.errors import ShanError
 import argparse
 import json
 import math
@@ -108,7 +109,7 @@ RELATION_WORDS = {
 NON_ROLE = ""
 
 
-class ToyWorldError(ValueError):
+class ToyWorldError(ShanError, ValueError):
     """Bad arguments or a malformed toy-world annotation file."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from shan.errors import ShanError
 
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
@@ -35,7 +36,7 @@ UNK_ID = 1
 _TOKEN_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_", re.UNICODE)
 
 
-class VocabError(ValueError):
+class VocabError(ShanError, ValueError):
     """A vocabulary file or text input that cannot be used (with a message saying why)."""
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shan.errors import ShanError
+
 ANCHORS_KEY = "proposal_generator.anchor_generator.cell_anchors.0"
 PIXEL_MEAN_KEY = "pixel_mean"
 _TOLERATED = re.compile(r"(^|\.)num_batches_tracked$|^pixel_std$")
@@ -46,7 +48,7 @@ EMBED_DIM = 256
 ATTR_HIDDEN = 512
 
 
-class WeightsError(ValueError):
+class WeightsError(ShanError, ValueError):
     """The weights file cannot be read or does not match the BUTD network."""
 
 

@@ -39,13 +39,15 @@ from torchvision.ops import MultiScaleRoIAlign, batched_nms
 from torchvision.transforms.functional import pil_to_tensor
 
 from shan.detect.base import Regions
+from shan.device import resolve_device
+from shan.errors import ShanError
 
 WEIGHTS_NAME = "detector.safetensors"
 CONFIG_NAME = "detector.json"
 TRAINING_NAME = "training.json"  # how it was trained (steps, seconds); informational
 
 
-class DetectorError(ValueError):
+class DetectorError(ShanError, ValueError):
     """A missing or inconsistent detector checkpoint, or bad detector arguments."""
 
 
@@ -198,12 +200,6 @@ def build_model(cfg: ToyDetectorConfig) -> FasterRCNN:
     return model
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class ToyDetector:
     """The toy-world :class:`~shan.detect.base.RegionExtractor` (wraps the Faster R-CNN)."""
 
@@ -216,7 +212,7 @@ class ToyDetector:
         max_regions: int | None = None,
     ) -> None:
         self.cfg = cfg
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
         self.model.eval()
         self.train_info: dict[str, Any] = {}
@@ -550,7 +546,7 @@ def train_detector(
     from shan.data.toyworld import COLOURS, SHAPES
 
     torch.manual_seed(seed)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     cfg = cfg or ToyDetectorConfig(classes=list(SHAPES), attributes=list(COLOURS))
     if not cfg.classes:
         cfg.classes = list(SHAPES)

@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from shan.errors import ShanError
 
-class GloveFormatError(ValueError):
+
+class GloveFormatError(ShanError, ValueError):
     """A GloVe-format text file could not be parsed (the message names the file and line)."""
 
 
