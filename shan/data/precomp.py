@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from shan.errors import ShanError
 from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary
+from shan.errors import ShanError
 
 CAPS_PER_IMAGE = 5
 

@@ -24,7 +24,6 @@ writes ``<out>/<split>/images/*.png`` and ``<out>/<split>/annotations.json`` for
 
 from __future__ import annotations
 
-from shan.errors import ShanError
 import argparse
 import json
 import math
@@ -39,6 +38,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from shan.errors import ShanError
 
 IMAGE_SIZE = 256
 MAX_IOU = 0.1

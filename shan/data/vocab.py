@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from shan.errors import ShanError
 
 PAD_TOKEN = "<pad>"
