@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -276,6 +277,43 @@ def test_c_source_compiles_cleanly_with_warnings_on(tmp_path) -> None:
         warn = ["-Wall", "-Wextra", "-Wno-psabi", "-Werror", "-fsyntax-only"]
         done = subprocess.run(["gcc", *flags, *warn, str(src)], capture_output=True, text=True)
         assert done.returncode == 0, (flags, done.stderr)
+
+
+# ----------------------------------------------------------------------------- process side effects
+
+
+def test_no_flag_set_turns_on_fast_math() -> None:
+    """-ffast-math, -Ofast and -funsafe-math-optimizations make GCC < 13 link crtfastmath.o."""
+    for flags in fused_cpu.FLAG_SETS:
+        assert not {"-ffast-math", "-Ofast", "-funsafe-math-optimizations"} & set(flags), flags
+
+
+@needs_kernel
+def test_loading_the_kernel_keeps_denormals() -> None:
+    """The kernel is built without -ffast-math: with GCC < 13 that flag links crtfastmath.o, which
+    switches the whole process to flush-to-zero when the library loads (1e-310 * 1.0 == 0.0)."""
+    assert fused_cpu.is_available()  # loaded in this process (and this thread)
+    tiny = torch.tensor(1e-310, dtype=torch.float64)
+    assert (tiny * 1.0).item() != 0.0
+    assert float(np.float64(1e-310) * np.float64(1.0)) != 0.0
+    one = 1.0
+    assert 1e-310 * one != 0.0
+    assert torch.finfo(torch.float32).tiny / 2 * torch.ones(1) != 0  # float32 denormal too
+
+
+@needs_kernel
+def test_loading_the_kernel_keeps_denormals_in_a_fresh_process() -> None:
+    """Same check in a new interpreter whose first act is loading the (cached) kernel."""
+    code = (
+        "from shan.model import fused_cpu; assert fused_cpu.is_available();"
+        "import numpy as np, torch; one = 1.0;"
+        "print(1e-310 * one, float(np.float64(1e-310) * one),"
+        " (torch.tensor(1e-310, dtype=torch.float64) * one).item())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # compared as text: with denormals-are-zero on in *this* process, 0.0 == 1e-310 holds
+    assert done.stdout.split() == ["1e-310"] * 3
 
 
 @pytest.mark.slow
