@@ -65,7 +65,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
 class FragmentAffinity(nn.Module):
     """Step 1 (L2L) parameters: ``A = norm(W~_v V) norm(W~_t T)^T`` (cosine affinity, **[choice]**).
 
-    Both maps start as the identity, so an untrained model attends like SCAN.
+    Both maps start as the identity, so an untrained model attends like SCAN (the reasons for
+    every **[choice]** are in ``docs/METHOD.md``, "Choices where the paper is silent").
     """
 
     def __init__(self, dim: int) -> None:
