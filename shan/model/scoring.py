@@ -115,13 +115,11 @@ def kernel_arguments(
 
     return dict(
         aff=plain(aff),
-        iv=plain(img.v),
         ibias=plain(img.fuse_bias),
         isrc=src(img.att_src),
         imask=plain(img.mask),
         icnt=plain(img.count),
         inorm=plain(img.norm),
-        tt=plain(txt.t),
         tbias=plain(txt.fuse_bias),
         tsrc=src(txt.att_src),
         tmask=plain(txt.mask),
