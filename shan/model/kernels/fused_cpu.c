@@ -179,42 +179,44 @@ static float side(int L, int K, int d, const float *att, const float *src, const
             for (int t = 0; t < 4; t++) ir[t] = rows[r + t < nreal ? r + t : r];
             const float *a0 = att + (long)ir[0] * K, *a1 = att + (long)ir[1] * K;
             const float *a2 = att + (long)ir[2] * K, *a3 = att + (long)ir[3] * K;
-            v16 s[4][2], g[4][2];
-            for (int t = 0; t < 4; t++) {
-                const float *ot = own + ir[t] * os + c0;
-                s[t][0] = s[t][1] = splat(0.f);
-                g[t][0] = ld(ot);
-                g[t][1] = ld(ot + 16);
-            }
+            const float *o0 = own + ir[0] * os + c0, *o1 = own + ir[1] * os + c0;
+            const float *o2 = own + ir[2] * os + c0, *o3 = own + ir[3] * os + c0;
+            v16 s00 = splat(0.f), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
+                s30 = s00, s31 = s00;
+            v16 g00 = ld(o0), g01 = ld(o0 + 16), g10 = ld(o1), g11 = ld(o1 + 16), g20 = ld(o2),
+                g21 = ld(o2 + 16), g30 = ld(o3), g31 = ld(o3 + 16);
             for (int j = 0; j < K; j++) {
                 const float *sj = src + j * ss + c0;
                 const v16 y0 = ld(sj), y1 = ld(sj + 16), z0 = ld(sj + d), z1 = ld(sj + d + 16);
                 v16 a = splat(a0[j]);
-                s[0][0] += a * y0; s[0][1] += a * y1; g[0][0] += a * z0; g[0][1] += a * z1;
+                s00 += a * y0; s01 += a * y1; g00 += a * z0; g01 += a * z1;
                 a = splat(a1[j]);
-                s[1][0] += a * y0; s[1][1] += a * y1; g[1][0] += a * z0; g[1][1] += a * z1;
+                s10 += a * y0; s11 += a * y1; g10 += a * z0; g11 += a * z1;
                 a = splat(a2[j]);
-                s[2][0] += a * y0; s[2][1] += a * y1; g[2][0] += a * z0; g[2][1] += a * z1;
+                s20 += a * y0; s21 += a * y1; g20 += a * z0; g21 += a * z1;
                 a = splat(a3[j]);
-                s[3][0] += a * y0; s[3][1] += a * y1; g[3][0] += a * z0; g[3][1] += a * z1;
+                s30 += a * y0; s31 += a * y1; g30 += a * z0; g31 += a * z1;
             }
-            const int nt = nreal - r < 4 ? nreal - r : 4;
-            for (int t = 0; t < nt; t++) {
-                const int i = ir[t];
-                const float *xi = x + i * ss + c0;
-                float *fi = f + (long)i * d + c0;
-                const v16 x0 = ld(xi), x1 = ld(xi + 16), s0 = s[t][0], s1 = s[t][1];
-                /* s = star_i (attended vector); relevance partials */
-                st(rn + 16L * i, ld(rn + 16L * i) + s0 * x0 + s1 * x1);
-                st(rs + 16L * i, ld(rs + 16L * i) + s0 * s0 + s1 * s1);
-                /* fused x^c = x + (1 - g) (star - x), 1 - g = sigmoid(-pre) */
-                const v16 f0 = x0 + (s0 - x0) * vsigmoid(g[t][0]);
-                const v16 f1 = x1 + (s1 - x1) * vsigmoid(g[t][1]);
-                st(fi, f0);
-                st(fi + 16, f1);
-                u0 += f0;
-                u1 += f1;
-            }
+            /* per row: s = star_i (attended vector): relevance partials, and the fused
+             * x^c = x + (1 - g) (star - x) with 1 - g = sigmoid(-pre) */
+#define SHAN_FUSE_ROW(I, S0, S1, G0, G1)                                                       \
+    do {                                                                                       \
+        const float *xi = x + (I) * ss + c0;                                                   \
+        float *fi = f + (long)(I) * d + c0, *rni = rn + 16L * (I), *rsi = rs + 16L * (I);       \
+        const v16 x0 = ld(xi), x1 = ld(xi + 16);                                               \
+        st(rni, ld(rni) + S0 * x0 + S1 * x1);                                                  \
+        st(rsi, ld(rsi) + S0 * S0 + S1 * S1);                                                  \
+        const v16 f0 = x0 + (S0 - x0) * vsigmoid(G0), f1 = x1 + (S1 - x1) * vsigmoid(G1);     \
+        st(fi, f0);                                                                            \
+        st(fi + 16, f1);                                                                       \
+        u0 += f0;                                                                              \
+        u1 += f1;                                                                              \
+    } while (0)
+            SHAN_FUSE_ROW(ir[0], s00, s01, g00, g01);
+            if (r + 1 < nreal) SHAN_FUSE_ROW(ir[1], s10, s11, g10, g11);
+            if (r + 2 < nreal) SHAN_FUSE_ROW(ir[2], s20, s21, g20, g21);
+            if (r + 3 < nreal) SHAN_FUSE_ROW(ir[3], s30, s31, g30, g31);
+#undef SHAN_FUSE_ROW
         }
         /* the guide u = w * mean(x^c) is column-wise: this block's part is final, so the pooling
          * logits x^c_i . u get this block's share while the fused rows are still in L1 */
