@@ -258,7 +258,7 @@ def _has_src_layout(x: torch.Tensor, ss: int) -> bool:
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """One worker pool per thread count (kept; safe when several threads score at once)."""
+    """One worker pool per size (kept; safe when several threads score at once)."""
     with _lock:
         pools = _state.setdefault("pools", {})
         if threads not in pools:
@@ -388,7 +388,9 @@ def score_pairs(
         call = dict(scalars, p0=cuts[i], p1=cuts[i + 1])
         return fn(*(call[a] if isinstance(a, str) else a for a in args))
 
-    codes = [run(0)] if threads == 1 else list(_pool(threads).map(run, range(threads)))
+    # the calling thread takes the first share itself (one thread fewer to wake and wait for)
+    others = [_pool(threads - 1).submit(run, i) for i in range(1, threads)] if threads > 1 else []
+    codes = [run(0)] + [f.result() for f in others]
     if any(codes):
         raise FusedKernelError("fused SHAN kernel: out of memory for its scratch buffer")
     return out[0], out[1], out[2]
