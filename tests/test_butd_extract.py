@@ -182,7 +182,7 @@ def test_packaged_vocabulary_fits_the_public_network():
     assert len(set(objs)) > 1500 and all("," not in n and n == n.strip() for n in objs + attrs)
 
 
-def test_vocabulary_beside_the_weights_wins_else_the_packaged_one(tmp_path, caplog):
+def test_vocabulary_beside_the_weights_wins_else_the_packaged_one(tmp_path, caplog, monkeypatch):
     weights = tmp_path / "w.pth"  # only its folder matters
     assert butd.vocabulary(weights, "objects_vocab.txt", 1600, "class")[:2] == ["yolk", "goal"]
     assert butd.vocabulary(weights, "objects_vocab.txt", 10, "class")[9] == "class_9"
@@ -192,6 +192,11 @@ def test_vocabulary_beside_the_weights_wins_else_the_packaged_one(tmp_path, capl
     with caplog.at_level("WARNING", logger="shan.detect.butd"):
         attrs = butd.vocabulary(weights, "attributes_vocab.txt", 400, "attribute")
     assert attrs[0] == "gray" and "has 2 names but the weights have 400" in caplog.text
+    # an install without the package data still gives names
+    monkeypatch.setattr(butd, "packaged_names", lambda f: open(tmp_path / "nowhere" / f))
+    with caplog.at_level("WARNING", logger="shan.detect.butd"):
+        assert butd.vocabulary(weights, "x.txt", 3, "class") == ["class_0", "class_1", "class_2"]
+    assert "packaged vocabulary x.txt unavailable" in caplog.text
 
 
 def test_shan_extract_cli_with_butd(weights_dir, tmp_path, monkeypatch):

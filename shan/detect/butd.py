@@ -253,7 +253,11 @@ def vocabulary(weights: Path, filename: str, count: int, prefix: str) -> list[st
             return names
         log.warning("%s has %d names but the weights have %d; not used",
                     beside, len(names), count)  # fmt: skip
-    packaged = packaged_names(filename)
+    try:
+        packaged = packaged_names(filename)
+    except OSError as e:  # an install without the package data
+        log.warning("packaged vocabulary %s unavailable (%s); using %s_<i>", filename, e, prefix)
+        packaged = []
     if len(packaged) == count:
         return packaged
     return [f"{prefix}_{i}" for i in range(count)]
