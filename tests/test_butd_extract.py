@@ -131,7 +131,7 @@ def test_real_vocabulary_sizes_match_the_network():
 
 
 def test_shan_extract_cli_with_butd(weights_dir, tmp_path, monkeypatch):
-    extract = pytest.importorskip("shan.extract")
+    extract = pytest.importorskip("shan.cli.extract")
     monkeypatch.setattr(butd, "DEFAULT_INFERENCE", SMALL_INF)
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()

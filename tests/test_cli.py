@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from shan import evaluate as eval_cli
-from shan import train as train_cli
+from shan.cli import evaluate as eval_cli
+from shan.cli import train as train_cli
 from tests.test_train import make_synthetic
 
 
@@ -145,7 +145,7 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path: Path) -> None:
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "shan.train",
+        "shan.cli.train",
         "--config",
         str(_config(tmp_path)),
         "--set",

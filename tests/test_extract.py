@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from shan.cli.extract import main
 from shan.detect.base import Regions
-from shan.extract import ExtractError, extract_images, list_images, main, read_captions
+from shan.extract import ExtractError, extract_images, list_images, read_captions
 
 
 class FakeExtractor:
