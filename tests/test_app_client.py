@@ -250,46 +250,29 @@ LEAKS = (
 )
 
 
-def call_raw(url: str, event: str, *data, session: str | None = None) -> tuple[bool, object]:
+def _probe_script():
+    """``benchmarks/probe_app.py`` as a module (its raw HTTP client and its probe list)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe_app", REPO / "benchmarks" / "probe_app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def call_raw(url: str, event: str, *data) -> tuple[bool, object]:
     """POST ``/gradio_api/call/<event>`` with exactly ``data`` (no client-side file handling);
-    returns ``(ok, outputs)`` or ``(False, the error message)``."""
-    import json
-
-    import httpx
-
-    body: dict = {"data": list(data)}
-    if session:
-        body["session_hash"] = session
-    with httpx.Client(timeout=120) as http:
-        r = http.post(f"{url}gradio_api/call/{event}", json=body)
-        r.raise_for_status()
-        kind = ""
-        with http.stream("GET", f"{url}gradio_api/call/{event}/{r.json()['event_id']}") as s:
-            for line in s.iter_lines():
-                if line.startswith("event:"):
-                    kind = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and kind in ("complete", "error"):
-                    payload = json.loads(line.split(":", 1)[1])
-                    break
-    if kind == "complete":
-        return True, payload
-    return False, payload.get("error") if isinstance(payload, dict) else str(payload)
+    returns ``(True, outputs)`` or ``(False, the error message)``."""
+    answer = _probe_script().App(url).call(event, *data)
+    return (True, answer.data) if answer.ok else (False, answer.message)
 
 
 def _png(size, mode="RGB") -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new(mode, size, 0 if mode == "1" else "white").save(buf, "PNG")
-    return buf.getvalue()
+    return _probe_script().png(size, mode=mode, colour=0 if mode == "1" else "white")
 
 
 def _data_url(data: bytes) -> str:
-    import base64
-
-    return "data:image/png;base64," + base64.b64encode(data).decode()
+    return _probe_script().data_url(data)
 
 
 def test_finding1_server_paths_refused_alike(app, tmp_path):
@@ -381,3 +364,13 @@ def test_finding7_upload_limit_and_pixel_budget_hold_for_data_urls(app):
         _client(url).predict(handle_file(str(tmp / "bomb.png")), "a red circle", api_name="/match")
     ok, out = call_raw(url, "match", {"url": _data_url(_png((120, 80)))}, "a red circle")
     assert ok and out[1]["data"][0][1] == "a red circle"  # a sane pasted image still works
+
+
+@pytest.mark.slow
+def test_probe_script_passes_on_the_app(app, tmp_path, capsys):
+    """Every probe of benchmarks/probe_app.py (the issue's list) passes on the app."""
+    probe = _probe_script()
+    url, _, _ = app
+    results = {name: run() for name, run in probe.probes(probe.App(url), tmp_path)}
+    failed = {name: said for name, (ok, said) in results.items() if not ok}
+    assert len(results) >= 20 and failed == {}
