@@ -44,7 +44,8 @@ def load_precomp_split(precomp: str | Path, split: str, annotations: dict) -> di
     for part, have in (("boxes.npy", arrays.boxes), ("ids.txt", arrays.ids)):
         if have is None:
             raise ToyEvalError(f"missing extracted file for split {split!r} in {d}: {split}_{part}")
-    feats, boxes, nreg, ids = arrays.feats, arrays.boxes, arrays.nregions, arrays.ids
+    feats, nreg, ids = arrays.feats, arrays.nregions, arrays.ids
+    boxes = np.array(arrays.boxes)  # small: into memory (the features stay memory-mapped)
     by_id = {r["id"]: r for r in annotations["images"]}
     by_file = {Path(r["file"]).name: r for r in annotations["images"]}
     records = []
