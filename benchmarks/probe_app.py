@@ -129,7 +129,7 @@ def probes(app: App, scratch: Path) -> list[tuple[str, Callable[[], tuple[bool, 
         def run() -> tuple[bool, str]:
             f = app.upload(f"thin{size[0]}x{size[1]}.png", png(size))
             a = app.call("match", f, "a red circle")
-            return (not a.ok and "thin" in a.message and not leaks(a.message)), a.message
+            return (not a.ok and "too thin" in a.message and not leaks(a.message)), a.message
 
         return run
 
@@ -168,6 +168,14 @@ def probes(app: App, scratch: Path) -> list[tuple[str, Callable[[], tuple[bool, 
         b = app.call("explain_word", 0, 999, session=True)
         return (not b.ok and not leaks(b.message)), b.message
 
+    def file_route() -> tuple[bool, str]:
+        """Gradio's file route serves no server file, and answers alike for missing ones."""
+        answers = set()
+        for path in (str(outside), "/etc/hostname", str(REPO / "app.py"), "/no/such/file.png"):
+            r = app.http.get(f"{app.url}/gradio_api/file={path}")
+            answers.add(r.status_code)
+        return answers <= {403, 404} and len(answers) == 1, f"HTTP {sorted(answers)}"
+
     def still_serving() -> tuple[bool, str]:
         a = app.call("match", good, "a red circle\na blue square")
         return (a.ok and len(a.data[1]["data"]) == 2), "served" if a.ok else a.message
@@ -182,6 +190,7 @@ def probes(app: App, scratch: Path) -> list[tuple[str, Callable[[], tuple[bool, 
             "finding 1: search, server path",
             message("search", [{"path": str(outside)}], "a circle", want="upload"),
         ),
+        ("finding 1: the file route, server paths", file_route),
         ("finding 4: 1×5000 image", thin((1, 5000))),
         ("finding 4: 5000×4 image", thin((5000, 4))),
         ("finding 4: 10000×20 image", thin((10000, 20))),
