@@ -7,22 +7,41 @@ array, so nothing is shared between concurrent requests. The numbers come from
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-HEAT_CMAP = "turbo"  # attention heatmaps over the photo: blue = ignored, red = attended
-MATRIX_CMAP = "viridis"  # word × region matrix
+# ONE colour map for every attention picture (heatmaps, thumbnails, step 2, the word × region
+# matrix): "inferno" from 0 to 0.9 — perceptually uniform and sequential, black → purple → red →
+# orange → golden yellow, its lightness rising steadily, so "brighter = more attention" holds on
+# any screen, in greyscale print and for colour-blind readers. It is drawn over a *desaturated,
+# low-contrast* photo, so an object's own colour cannot pass for heat (a red circle at β = 0 looks
+# dark, not hot). Against that grey every level except the very bottom is strongly coloured.
+# The top 10 % of inferno is cut because it fades to a pale cream that, mixed with a grey photo,
+# reads as khaki; at 0.9 the hot end is a saturated gold, the brightest and most colourful thing
+# in the picture. Rejected: cividis (its middle is a near-neutral grey that vanishes into a grey
+# photo), magma (its hot end is near-white, like a light grey photo), turbo/jet (rainbows: not
+# ordered in lightness, so red and blue objects read as heat).
+HEAT_CMAP_TOP = 0.9
+HEAT_CMAP = ListedColormap(
+    colormaps["inferno"](np.linspace(0.0, HEAT_CMAP_TOP, 256)), name="shan_heat"
+)
+HEAT_CMAP(0.0)  # build its lookup table now, not lazily inside concurrent requests
+MATRIX_CMAP = HEAT_CMAP  # the word × region matrix uses the same map
+HEAT_ALPHA = 0.75  # opacity of the colour map over the greyed photo
+GREY_RANGE = (0.2, 0.6)  # the photo's luma mapped into this range beneath the heat
+NO_REGION_GREY = (0.55, 0.8)  # outside every region: a lighter grey photo, hatched
+HATCH_PERIOD, HATCH_WIDTH, HATCH_DARKEN = 7, 2, 0.18
 STEP_COLORS = {"l2l": "#1f77b4", "g2l": "#ff7f0e", "g2g": "#2ca02c", "total": "#444444"}
 STEP_LABELS = {
     "l2l": "S_L2L (step 1)",
@@ -65,21 +84,47 @@ def _resize_heat(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.NEAREST), dtype=np.float32)
 
 
-def overlay(
-    image: Image.Image,
-    heat: np.ndarray,
-    cmap: str = HEAT_CMAP,
-    alpha: float = 0.6,
-    max_side: int = 320,
-) -> np.ndarray:
-    """Fast colour-mapped heat over a (downscaled) photo, without axes.
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` RGB in [0, 1] → ``(...)`` Rec. 601 luma in [0, 1]."""
+    return rgb @ np.array([0.299, 0.587, 0.114])
 
-    ``nan`` pixels (no region there: the model cannot see them) show the photo greyed out.
+
+def heat_colours(values: np.ndarray, luma: np.ndarray | float) -> np.ndarray:
+    """The colour a heat value gets over a photo pixel of luma ``luma`` (both broadcastable).
+
+    ``(1 - HEAT_ALPHA) · grey(luma) + HEAT_ALPHA · inferno(value)``, grey being the luma squeezed
+    into :data:`GREY_RANGE`: the photo's own colour never reaches the result, and its lightness
+    moves the result by at most ``(1 - HEAT_ALPHA) · (GREY_RANGE[1] - GREY_RANGE[0])`` (0.1).
+
+    Returns:
+        ``(..., 3)`` float RGB in [0, 1].
+    """
+    lo, hi = GREY_RANGE
+    grey = (lo + (hi - lo) * np.asarray(luma, dtype=np.float64))[..., None]
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    colour = HEAT_CMAP(v)[..., :3]
+    return (1.0 - HEAT_ALPHA) * grey + HEAT_ALPHA * colour
+
+
+def no_region_colours(luma: np.ndarray) -> np.ndarray:
+    """``(h, w)`` luma → ``(h, w, 3)``: a light grey photo with diagonal hatching ("no region")."""
+    lo, hi = NO_REGION_GREY
+    grey = lo + (hi - lo) * luma
+    yy, xx = np.indices(luma.shape)
+    grey = grey - HATCH_DARKEN * (((xx + yy) % HATCH_PERIOD) < HATCH_WIDTH)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def overlay(image: Image.Image, heat: np.ndarray, max_side: int = 320) -> np.ndarray:
+    """The attention picture: :data:`HEAT_CMAP` over the greyed, low-contrast photo, no axes.
+
+    Every attention heatmap of the demo (Match, Compare, Search; big pictures and thumbnails)
+    is made of these pixels. ``nan`` pixels (no region there: the model cannot see them) show the
+    photo light grey and hatched, never a colour of the map.
 
     Args:
         image: the photo.
         heat: ``(h, w)`` values in [0, 1] (or ``nan``) covering the whole photo.
-        alpha: opacity of the colour map.
         max_side: longer side of the result in pixels.
 
     Returns:
@@ -87,13 +132,62 @@ def overlay(
     """
     photo = image.convert("RGB")
     photo.thumbnail((max_side, max_side))
-    base = np.asarray(photo, dtype=np.float32) / 255.0
+    luma = _luma(np.asarray(photo, dtype=np.float64) / 255.0)
     h = _resize_heat(heat, photo.size)
     missing = np.isnan(h)[..., None]
-    colour = colormaps[cmap](np.clip(np.nan_to_num(h), 0.0, 1.0))[..., :3]
-    grey = 0.35 * base + 0.45  # washed out: outside every region
-    out = np.where(missing, grey, (1 - alpha) * base + alpha * colour)
-    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+    out = np.where(missing, no_region_colours(luma), heat_colours(h, luma))
+    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _photo_pixels(image: Image.Image, max_side: int) -> np.ndarray:
+    photo = image.convert("RGB")
+    photo.thumbnail((max_side, max_side))
+    return np.asarray(photo)
+
+
+@functools.lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Matplotlib's own DejaVu Sans at ``size`` px (the charts' font), for numpy-drawn pictures."""
+    try:
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except OSError:  # pragma: no cover - matplotlib ships the font
+        return ImageFont.load_default()
+
+
+def heat_thumbnail(image: Image.Image, heat: np.ndarray, max_side: int = 150) -> np.ndarray:
+    """A small attention picture: the photo | its heatmap | a colour bar labelled 1 · 0.5 · 0.
+
+    The same pixels as :func:`heatmap_image` (:func:`overlay`), composed in numpy with PIL text,
+    not matplotlib: a gallery holds one per word and must stay cheap.
+
+    Args:
+        heat: ``(h, w)`` map in [0, 1] (or ``nan``: no region) covering the photo.
+        max_side: longer side of each of the two photo panels, in pixels.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    photo = _photo_pixels(image, max_side)
+    hot = overlay(image, heat, max_side=max_side)
+    h, w = hot.shape[:2]
+    gap, bar_w, label_w, pad = 4, 10, 24, 6
+    height = max(h, 64) + 2 * pad  # a flat photo still gets a readable bar
+    canvas = np.full((height, 2 * w + 2 * gap + bar_w + label_w, 3), 255, dtype=np.uint8)
+    top = (height - h) // 2
+    canvas[top : top + h, :w] = photo
+    canvas[top : top + h, w + gap : 2 * w + gap] = hot
+    x0 = 2 * w + 2 * gap
+    grad = np.linspace(1.0, 0.0, height - 2 * pad)[:, None]
+    bar = (np.clip(heat_colours(grad, 0.5), 0, 1) * 255 + 0.5).astype(np.uint8)
+    canvas[pad : height - pad, x0 : x0 + bar_w] = bar[:, None, 0, :]
+    pic = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(pic)
+    draw.rectangle((0, top, w - 1, top + h - 1), outline=(187, 187, 187))  # white photo, white page
+    font = _font(10)
+    for value, text in ((1.0, "1"), (0.5, ".5"), (0.0, "0")):
+        y = pad + (1.0 - value) * (height - 2 * pad - 1)
+        draw.text((x0 + bar_w + 3, y), text, fill=(40, 40, 40), font=font, anchor="lm")
+    return np.asarray(pic).copy()
 
 
 def _draw_box(
@@ -127,9 +221,7 @@ def _photo_figure(
     cbar_w: float = 0.0,
     panels: int = 1,
     panel_title_h: float = 0.0,
-    heats: Sequence[np.ndarray] | None = None,
-    cmap: str = HEAT_CMAP,
-    alpha: float = 0.6,
+    heats: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[Figure, list, Any]:
     """A figure whose photo axes fit the image exactly (no empty bands).
 
@@ -139,11 +231,12 @@ def _photo_figure(
         cbar_w: inches reserved at the right for a colour bar (0: none).
         panels: photo panels side by side.
         panel_title_h: inches above each panel for its own title.
-        heats: one ``(h, w)`` map in [0, 1] per panel, blended over the photo with ``cmap`` at
-            opacity ``alpha`` (composited in numpy at display size: one ``imshow`` per panel).
+        heats: per panel, an ``(h, w)`` map in [0, 1] drawn with :func:`overlay`, or None for
+            the original photo (composited in numpy at display size: one ``imshow`` per panel).
 
     Returns:
-        ``(fig, photo_axes, colour_bar_axes or None)``.
+        ``(fig, photo_axes, colour_bar_rect or None)``; the rectangle is ``(left, bottom, width,
+        height)`` in figure fractions, for :func:`_heat_colorbar`.
     """
     w, h = image.size
     gap = 0.1
@@ -156,35 +249,54 @@ def _photo_figure(
     fig_h = panel_h + title_h + panel_title_h + 0.05
     fig = _figure(fig_w, fig_h)
     side = int(max(panel_w, panel_h) * DPI * 1.25)  # no more pixels than are shown
-    if heats is None:
-        photo = image.convert("RGB")
-        photo.thumbnail((side, side))
-        layers = [np.asarray(photo)] * panels
-    else:
-        layers = [overlay(image, heat, cmap=cmap, alpha=alpha, max_side=side) for heat in heats]
+    heats = [None] * panels if heats is None else list(heats)
+    photo = _photo_pixels(image, side) if any(x is None for x in heats) else None
     axes = []
-    for p in range(panels):
-        pixels = layers[p]
+    for p, heat in enumerate(heats):
+        pixels = photo if heat is None else overlay(image, heat, max_side=side)
         left = p * (panel_w + gap)
         ax = fig.add_axes((left / fig_w, 0.05 / fig_h, panel_w / fig_w, panel_h / fig_h))
         ax.imshow(pixels, interpolation="bilinear", extent=(0, w, h, 0))
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
-        ax.set_axis_off()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():  # a thin frame: a white photo on a white page
+            spine.set_edgecolor("#bbbbbb")
+            spine.set_linewidth(0.8)
         axes.append(ax)
-    cax = None
+    rect = None
     if cbar_w > 0:
         cx = panels * panel_w + gap * (panels - 1) + 0.2
-        cax = fig.add_axes(
-            (cx / fig_w, 0.12 * panel_h / fig_h, 0.15 / fig_w, 0.8 * panel_h / fig_h)
-        )
-    return fig, axes, cax
+        rect = (cx / fig_w, 0.05 / fig_h, 0.15 / fig_w, panel_h / fig_h)
+    return fig, axes, rect
 
 
-def _colorbar(fig: Figure, cax, cmap: str, label: str) -> None:
-    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=cmap), cax=cax)
-    cb.set_label(label, fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+def _heat_colorbar(fig: Figure, rect: tuple[float, float, float, float], label: str) -> None:
+    """The colour bar of an attention picture, in the colours actually drawn.
+
+    The gradient is :func:`heat_colours` over a mid-grey photo (not the bare colour map, which
+    the picture never shows), ticked 0 / 0.25 / … / 1; below it a hatched swatch reads
+    "no region".
+    """
+    left, bottom, width, height = rect
+    swatch_h = min(0.14 * height, 0.3 / fig.get_figheight())
+    bar = fig.add_axes((left, bottom + swatch_h * 1.6, width, height - swatch_h * 1.6 - 0.02))
+    grad = np.linspace(0.0, 1.0, 256)[:, None]
+    bar.imshow(heat_colours(grad, 0.5), aspect="auto", origin="lower", extent=(0, 1, 0, 1))
+    bar.set_xticks([])
+    bar.yaxis.tick_right()
+    bar.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    bar.set_yticklabels(["0", "0.25", "0.5", "0.75", "1"])
+    bar.tick_params(labelsize=7)
+    bar.yaxis.set_label_position("right")
+    bar.set_ylabel(label, fontsize=8)
+    sw = fig.add_axes((left, bottom, width, swatch_h))
+    px = max(8, int(swatch_h * fig.get_figheight() * DPI))
+    sw.imshow(no_region_colours(np.full((px, px), 0.5)), aspect="auto", interpolation="nearest")
+    sw.set_xticks([])
+    sw.set_yticks([])
+    sw.text(1.25, 0.5, "no region", transform=sw.transAxes, fontsize=7, va="center")
 
 
 def regions_image(
@@ -226,31 +338,37 @@ def heatmap_image(
     boxes: np.ndarray | None = None,
     top: Sequence[tuple[int, float]] = (),
     labels: Sequence[str] = (),
-    cbar_label: str = "attention (relative to the peak)",
-    cmap: str = HEAT_CMAP,
-    alpha: float = 0.6,
-    width: float = 6.0,
+    cbar_label: str = "attention ÷ its peak",
+    width: float = 8.5,
 ) -> np.ndarray:
-    """A heatmap over the photo with a colour bar; the ``top`` regions outlined and labelled.
+    """The original photo beside its attention heatmap, with a colour bar; the ``top`` regions
+    outlined on both and labelled with their weight on the heatmap.
 
     Args:
         heat: ``(h, w)`` map in [0, 1] covering the photo (see :func:`shan.explain.box_heatmap`).
         top: ``[(region index, weight), ...]`` to outline.
         labels: region names, indexed by region.
     """
-    fig, (ax,), cax = _photo_figure(
-        image, width, title_h=0.4, cbar_w=0.9, heats=[heat], cmap=cmap, alpha=alpha
+    fig, axes, rect = _photo_figure(
+        image, width, title_h=0.4, cbar_w=1.3, panels=2, heats=[None, heat]
     )
     w, h = image.size
     if boxes is not None:
         for rank, (i, wt) in reversed(list(enumerate(top))):  # the best one drawn last, on top
             name = labels[i] if i < len(labels) else ""
+            _draw_box(axes[0], boxes[i], "white", f"{rank + 1}", 1.5, label_bg="black")
             _draw_box(
-                ax, boxes[i], "white", f"{rank + 1}. #{i} {name} ({wt:.2f})", 2.0, label_bg="black"
+                axes[1],
+                boxes[i],
+                "#00e5ff",  # cyan: not a colour of the heat map
+                f"{rank + 1}. #{i} {name} ({wt:.2f})",
+                1.5,
+                label_bg="black",
             )
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
-    _colorbar(fig, cax, cmap, cbar_label)
+    for ax in axes:
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+    _heat_colorbar(fig, rect, cbar_label)
     fig.suptitle(title, fontsize=10, va="top", y=1 - 0.06 / fig.get_figheight())
     return to_array(fig)
 
@@ -312,7 +430,12 @@ def matrix_image(
         if highlight_word is not None and 0 <= highlight_word < n:
             ax.add_patch(
                 Rectangle(
-                    (highlight_word - 0.5, -0.5), 1, len(rows), fill=False, edgecolor="red", lw=2
+                    (highlight_word - 0.5, -0.5),
+                    1,
+                    len(rows),
+                    fill=False,
+                    edgecolor="#00e5ff",  # cyan: not a colour of the map
+                    lw=2,
                 )
             )
         cax = fig.add_axes(
@@ -425,29 +548,26 @@ def context_regions_image(
     image: Image.Image,
     delta_heat: np.ndarray,
     pool_heat: np.ndarray,
-    cmap: str = HEAT_CMAP,
-    alpha: float = 0.6,
-    width: float = 9.5,
+    titles: Sequence[str] = (
+        "δ: text context t_c → regions",
+        "pooling weights that form the image context v_c",
+    ),
+    width: float = 11.0,
 ) -> np.ndarray:
-    """Step 2 on the image: δ (text context → regions) and image pooling weights, side by side."""
-    fig, axes, cax = _photo_figure(
+    """Step 2 on the image: the photo, δ (text context → regions) and the image pooling weights,
+    side by side with one colour bar."""
+    fig, axes, rect = _photo_figure(
         image,
         width,
         title_h=0.1,
-        cbar_w=0.9,
-        panels=2,
+        cbar_w=1.3,
+        panels=3,
         panel_title_h=0.3,
-        heats=[delta_heat, pool_heat],
-        cmap=cmap,
-        alpha=alpha,
+        heats=[None, delta_heat, pool_heat],
     )
-    titles = (
-        "δ: text context t_c → regions",
-        "pooling weights that form the image context v_c",
-    )
-    for ax, ttl in zip(axes, titles):
-        ax.set_title(ttl, fontsize=9)
-    _colorbar(fig, cax, cmap, "weight ÷ its peak")
+    for ax, ttl in zip(axes, ("the photo", *titles)):
+        ax.set_title(ttl, fontsize=8)
+    _heat_colorbar(fig, rect, "weight ÷ its peak")
     return to_array(fig)
 
 
@@ -486,6 +606,8 @@ def shares_chart(
 __all__ = [
     "HEAT_CMAP",
     "context_regions_image",
+    "heat_colours",
+    "heat_thumbnail",
     "heatmap_image",
     "matrix_image",
     "overlay",

@@ -168,7 +168,7 @@ def word_thumbnails(image: Any, expl: StepExplanation) -> list[tuple[np.ndarray,
         )
         (i, b), *_ = expl.top_regions(j, 1)
         label = f"{j + 1}. “{w}” → #{i} {expl.region_labels[i]} (β={b:.2f})"
-        out.append((render.overlay(image, heat, max_side=240), label))
+        out.append((render.heat_thumbnail(image, heat), label))
     return out
 
 
