@@ -196,14 +196,16 @@ def _draw_box(
     x1, y1, x2, y2 = (float(v) for v in box)
     ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=lw))
     if label:
+        lo, hi = sorted(ax.get_xlim())
+        right = x1 > lo + 0.55 * (hi - lo)  # a box on the right: label anchored at its right edge
         ax.text(
-            x1 + 2,
+            x2 - 2 if right else x1 + 2,
             y1 + 2,
             label,
             color="white",
             fontsize=8,
             va="top",
-            ha="left",
+            ha="right" if right else "left",
             clip_on=True,
             bbox={
                 "facecolor": color if label_bg is None else label_bg,
@@ -450,63 +452,232 @@ def matrix_image(
     return to_array(fig)
 
 
-def scores_chart(
+SCORE_KEYS = ("total", "l2l", "g2l", "g2g")  # the columns of a (M, 4) score table
+# true pairs / non-matching pairs: colours no step uses (the steps are blue, orange, green, grey)
+MATCH_COLOR, NONMATCH_COLOR = "#7b3294", "#ababab"
+MARGIN_LINEAR = 0.01  # margins chart: linear within ±this, logarithmic beyond (symlog)
+
+
+def _draw_margins(ax, captions: Sequence[str], sc: np.ndarray, labels: bool = True) -> None:
+    """Grouped bars: each caption's S and step scores minus the best caption's (row 0)."""
+    m = len(captions)
+    y = np.arange(m)
+    bar_h = 0.2
+    vals = sc - sc[0]
+    for c, key in enumerate(SCORE_KEYS):
+        ax.barh(
+            y + (c - 1.5) * bar_h,
+            vals[:, c],
+            height=bar_h,
+            color=STEP_COLORS[key],
+            label=STEP_LABELS[key],
+        )
+    ax.set_yticks(y)
+    if labels:
+        names = [f"{i + 1}. {shorten(t, 34)}" for i, t in enumerate(captions)]
+        names[0] += "  (the best)"
+        ax.set_yticklabels(names, fontsize=8)
+    else:
+        ax.set_yticklabels([])
+    ax.set_ylim(m - 0.5, -0.5)
+    big = float(np.abs(vals).max())
+    lim = max(big, 1e-3) * 1.3
+    if big > 10 * MARGIN_LINEAR:  # small and large gaps together: enlarge the small ones
+        ax.set_xscale("symlog", linthresh=MARGIN_LINEAR, linscale=0.6)
+        ticks = [t for t in (0.01, 0.1, 1.0, 10.0) if t <= lim]
+        ticks = [-t for t in reversed(ticks)] + [0.0] + ticks
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:+g}" if t else "0" for t in ticks])
+        ax.minorticks_off()
+        xlabel = f"minus the best caption's score (linear within ±{MARGIN_LINEAR}, log beyond)"
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=True))
+        xlabel = "score minus the best caption's score"
+    ax.set_xlim(-lim, lim)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    if m == 1:
+        ax.text(
+            0.5,
+            0.85,
+            "one caption: nothing to compare",
+            transform=ax.transAxes,
+            ha="center",
+            fontsize=8,
+            color="#555555",
+        )
+
+
+def _draw_box_strip(ax, step: Any, population: str, y: float, color: str) -> None:
+    """A thin box plot of one population of a ``StepCalibration``: 1–99 % line, 25–75 % box,
+    median bar."""
+    lo, q25, med, q75, hi = (step.quantile(f, population) for f in (0.01, 0.25, 0.5, 0.75, 0.99))
+    ax.plot([lo, hi], [y, y], color=color, lw=1.2, solid_capstyle="butt")
+    ax.add_patch(Rectangle((q25, y - 0.13), max(q75 - q25, 1e-9), 0.26, color=color, lw=0))
+    ax.plot([med, med], [y - 0.17, y + 0.17], color="black", lw=1.2)
+
+
+def _draw_evidence(
+    fig: Figure,
+    rect: tuple[float, float, float, float],
+    sc: np.ndarray,
+    calibration: Any,
+) -> None:
+    """One row per score: the caption's scores (numbered ticks) on the two distributions."""
+    left, bottom, width, height = rect
+    rows = len(SCORE_KEYS)
+    row_h = height / rows
+    for r, key in enumerate(SCORE_KEYS):
+        ax = fig.add_axes(
+            (left, bottom + (rows - 1 - r) * row_h + 0.28 * row_h, width, 0.6 * row_h)
+        )
+        vals = sc[:, SCORE_KEYS.index(key)]
+        step = None if calibration is None else calibration.steps.get(key)
+        span = list(vals)
+        note = ""
+        if step is not None and step.available:
+            _draw_box_strip(ax, step, "match", 0.3, MATCH_COLOR)
+            _draw_box_strip(ax, step, "nonmatch", -0.3, NONMATCH_COLOR)
+            span += [step.quantile(f, pop) for f in (0.01, 0.99) for pop in ("match", "nonmatch")]
+            note = f"AUC {step.auc:.2f}" if step.auc is not None else ""
+        elif step is not None and not step.enabled:
+            note = "switched off"
+        elif step is not None:
+            note = "too few pairs"
+        lo, hi = min(span), max(span)
+        pad = max(hi - lo, 1e-3) * 0.08
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(-0.75, 1.05)
+        for i, v in reversed(list(enumerate(vals))):  # the best caption drawn last, on top
+            best = i == 0
+            ax.plot(
+                [v, v],
+                [-0.55, 0.55],
+                color="black" if best else "#d62728",
+                lw=2.0 if best else 1.0,
+                zorder=3,
+            )
+            ax.text(
+                v,
+                0.62 + 0.2 * (i % 2),
+                str(i + 1),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="black" if best else "#d62728",
+                fontweight="bold" if best else "normal",
+            )
+        ax.set_yticks([])
+        ax.tick_params(axis="x", labelsize=7, pad=1)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        for side in ("left", "right", "top"):
+            ax.spines[side].set_visible(False)
+        ax.text(
+            -0.02,
+            0.5,
+            STEP_LABELS[key].replace(" (", "\n("),
+            transform=ax.transAxes,
+            ha="right",
+            va="center",
+            fontsize=8,
+            color=STEP_COLORS[key],
+        )
+        if note:
+            ax.text(
+                1.01,
+                0.5,
+                note,
+                transform=ax.transAxes,
+                ha="left",
+                va="center",
+                fontsize=7,
+                color="#555555",
+            )
+
+
+def evidence_legend(calibration: Any) -> str:
+    """The two lines above the evidence panel: what the strips are, or that there are none."""
+    if calibration is None:
+        return "no calibration saved with this model:\nraw scores only — compare the captions"
+    src = calibration.source
+    n = f", {src['n_images']} images" if "n_images" in src else ""
+    return (
+        f"purple: true pairs · grey: non-matching pairs ({src.get('split', 'test')} split{n})\n"
+        "box 25–75 %, line 1–99 %, black bar: median · ticks: the captions, 1 = the best"
+    )
+
+
+def ranking_chart(
     captions: Sequence[str],
     scores: np.ndarray,
-    title: str = "Scores per caption (best first)",
+    calibration: Any = None,
+    title: str = "The ranking: margins to the best caption, and each score as evidence",
 ) -> np.ndarray:
-    """Grouped horizontal bars: final score S and the three step scores for every caption.
-
-    With several captions a second panel shows each score minus the best caption's, zoomed in:
-    close captions (a true one and its hard negative) differ by little, and this panel shows
-    which step tells them apart.
+    """Left: :func:`margins_chart`'s bars; right: :func:`evidence_chart`'s rows, in one picture.
 
     Args:
-        captions: ``M`` captions, already in the order to show (best first).
-        scores: ``(M, 4)`` columns ``total, l2l, g2l, g2g``.
+        captions: ``M`` captions, best first.
+        scores: ``(M, 4)`` columns ``total, l2l, g2l, g2g`` in the same order.
+        calibration: a :class:`shan.calibration.Calibration` or None (raw scores only, said so).
     """
     sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
     m = len(captions)
-    keys = ("total", "l2l", "g2l", "g2g")
-    fig_h = 1.5 + 0.7 * m
-    two = m > 1
-    fig_w = 10.5 if two else 7.5
+    fig_w = 13.5
+    fig_h = max(4.6, 1.9 + 0.55 * m)
     fig = _figure(fig_w, fig_h)
-    left = 2.9 / fig_w
-    panel = (fig_w - 2.9 - (0.9 if two else 0.3)) / (2 if two else 1) / fig_w  # fraction
-    bar_h = 0.2
-    y = np.arange(m)
-    panels = [(sc, "score (steps: cosines in [-1, 1]; S: their weighted sum)")]
-    if two:
-        panels.append((sc - sc[0], "minus the best caption's score"))
-    for p, (vals, xlabel) in enumerate(panels):
-        x0 = left + p * (panel + 0.6 / fig_w)
-        ax = fig.add_axes((x0, 0.75 / fig_h, panel, 1 - 1.4 / fig_h))
-        for c, key in enumerate(keys):
-            ax.barh(
-                y + (c - 1.5) * bar_h,
-                vals[:, c],
-                height=bar_h,
-                color=STEP_COLORS[key],
-                label=STEP_LABELS[key],
-            )
-        ax.set_yticks(y)
-        if p == 0:
-            ax.set_yticklabels(
-                [f"{i + 1}. {shorten(t, 40)}" for i, t in enumerate(captions)], fontsize=8
-            )
-        else:
-            ax.set_yticklabels([])
-            lim = max(float(np.abs(vals).max()), 1e-4) * 1.1
-            ax.set_xlim(-lim, lim)
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=True))
-        ax.invert_yaxis()
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_xlabel(xlabel, fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.grid(axis="x", alpha=0.3)
+    ax = fig.add_axes((3.2 / fig_w, 0.75 / fig_h, 3.9 / fig_w, 1 - 1.85 / fig_h))
+    _draw_margins(ax, captions, sc)
+    ax.set_title("margins to the best caption, per step", fontsize=9)
     fig.legend(
-        *fig.axes[0].get_legend_handles_labels(),
+        *ax.get_legend_handles_labels(),
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(5.15 / fig_w, 1 - 0.38 / fig_h),
+        ncol=4,
+        frameon=False,
+    )
+    _draw_evidence(fig, (8.5 / fig_w, 0.45 / fig_h, 4.0 / fig_w, 1 - 1.6 / fig_h), sc, calibration)
+    mid = (8.5 + 2.0) / fig_w
+    fig.text(
+        mid,
+        1 - 0.62 / fig_h,
+        "each score among true and non-matching pairs",
+        ha="center",
+        fontsize=9,
+    )
+    fig.text(
+        mid,
+        1 - 0.8 / fig_h,
+        evidence_legend(calibration),
+        ha="center",
+        va="top",
+        fontsize=7,
+        color="#555555",
+    )
+    fig.suptitle(title, fontsize=10, va="top", y=1 - 0.05 / fig_h)
+    return to_array(fig)
+
+
+def margins_chart(
+    captions: Sequence[str],
+    scores: np.ndarray,
+    title: str = "Margins to the best caption, per step",
+) -> np.ndarray:
+    """Each caption's final and step scores minus the best caption's (best first: row 0).
+
+    A true caption and its hard negative differ by little in S; the bars show which step makes
+    the difference, whatever that step's share of the score.
+    """
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
+    m = len(captions)
+    fig_w, fig_h = 7.5, 1.5 + 0.55 * m
+    fig = _figure(fig_w, fig_h)
+    ax = fig.add_axes((2.9 / fig_w, 0.75 / fig_h, 4.3 / fig_w, 1 - 1.4 / fig_h))
+    _draw_margins(ax, captions, sc)
+    fig.legend(
+        *ax.get_legend_handles_labels(),
         fontsize=7,
         loc="upper center",
         bbox_to_anchor=(0.5, 1 - 0.3 / fig_h),
@@ -517,20 +688,92 @@ def scores_chart(
     return to_array(fig)
 
 
+def evidence_chart(
+    scores: np.ndarray,
+    calibration: Any = None,
+    title: str = "Each score among true and non-matching pairs",
+) -> np.ndarray:
+    """Each caption's final and step scores (ticks numbered 1 … M, best first) on the matching
+    and non-matching distributions saved with the model (thin box plots, purple and grey).
+
+    Args:
+        scores: ``(M, 4)`` columns ``total, l2l, g2l, g2g``, best caption first.
+        calibration: a :class:`shan.calibration.Calibration`, or None: only the ticks, and the
+            chart says that no calibration was saved.
+    """
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
+    fig_w, fig_h = 6.5, 4.0
+    fig = _figure(fig_w, fig_h)
+    _draw_evidence(fig, (1.3 / fig_w, 0.2 / fig_h, 4.3 / fig_w, 1 - 0.95 / fig_h), sc, calibration)
+    fig.text(
+        0.5,
+        1 - 0.42 / fig_h,
+        evidence_legend(calibration),
+        ha="center",
+        va="top",
+        fontsize=7,
+        color="#555555",
+        wrap=True,
+    )
+    fig.suptitle(title, fontsize=10, va="top", y=1 - 0.05 / fig_h)
+    return to_array(fig)
+
+
 def word_weights_chart(
     words: Sequence[str],
     gamma: np.ndarray,
     txt_pool: np.ndarray,
     title: str = "Step 2 on the words",
+    note: str = "",
+    uniform_pool: bool | None = None,
 ) -> np.ndarray:
-    """Two bars per word: γ (image context → word attention) and the text pooling weight."""
+    """Bars of γ (image context → word attention) per word, the tallest labelled with its value;
+    the text pooling weights as bars too, or — when they are all equal — one dashed line at 1/n
+    saying so (equal bars would look like information).
+
+    Args:
+        note: a line under the title (e.g. :func:`demo.explain_text.step2_words_note`).
+        uniform_pool: whether the pooling weights count as all equal (default: within 2 %).
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    pool = np.asarray(txt_pool, dtype=np.float64)
     n = len(words)
+    if uniform_pool is None:
+        uniform_pool = bool(pool.size and pool.max() - pool.min() <= 0.02 * max(pool.max(), 1e-12))
     width = min(14.0, 2.5 + 0.5 * n if n <= 14 else 2.5 + 0.25 * n)
-    fig = _figure(width, 3.2)
-    ax = fig.add_axes((0.8 / width, 0.3, 1 - 1.0 / width, 0.55))
+    fig = _figure(width, 3.4)
+    ax = fig.add_axes((0.8 / width, 0.3, 1 - 1.0 / width, 0.5))
     x = np.arange(n)
-    ax.bar(x - 0.2, gamma, width=0.4, color="#ff7f0e", label="γ: image context → word")
-    ax.bar(x + 0.2, txt_pool, width=0.4, color="#9467bd", label="text pooling weight (forms t_c)")
+    bw = 0.8 if uniform_pool else 0.4
+    ax.bar(
+        x - (0 if uniform_pool else 0.2),
+        gamma,
+        width=bw,
+        color="#ff7f0e",
+        label="γ: image context → word",
+    )
+    if uniform_pool:
+        level = float(pool.mean()) if pool.size else 0.0
+        ax.axhline(
+            level,
+            color="#9467bd",
+            ls="--",
+            lw=1.2,
+            label=f"text pooling weight: all equal (1/{n} = {level:.3f})",
+        )
+    else:
+        ax.bar(x + 0.2, pool, width=0.4, color="#9467bd", label="text pooling weight (forms t_c)")
+    if n:
+        j = int(np.argmax(gamma))
+        ax.annotate(
+            f"{gamma[j]:.2f}",
+            (j - (0 if uniform_pool else 0.2), gamma[j]),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            fontsize=7,
+        )
+        ax.set_ylim(0, max(float(gamma.max()), float(pool.max()) if pool.size else 0) * 1.18 + 1e-6)
     ax.set_xticks(x)
     ax.set_xticklabels(
         [shorten(w, 14) for w in words], rotation=60, ha="right", fontsize=8 if n <= 30 else 7
@@ -540,7 +783,9 @@ def word_weights_chart(
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=0.98)
+    if note:
+        fig.text(0.5, 0.86, note, ha="center", fontsize=8, color="#333333")
     return to_array(fig)
 
 
@@ -576,29 +821,60 @@ def shares_chart(
     shares: dict[str, float],
     total: float,
     title: str = "Step 3: how the final score is built",
+    margins: dict[str, float] | None = None,
+    reference: str = "",
 ) -> np.ndarray:
-    """Each step's contribution ``w_s · S_s`` to the final score, with its share in percent."""
+    """Left: each step's contribution ``w_s · S_s`` to the final score, with its share in percent.
+    Right (with ``margins``): each step's part of the gap to the ``reference`` caption — what
+    separates the two, which a share of the score does not show.
+    """
     keys = ("l2l", "g2l", "g2g")
-    vals = [contributions.get(k, 0.0) for k in keys]
-    fig = _figure(7.0, 2.8)
-    ax = fig.add_axes((0.25, 0.2, 0.7, 0.62))
+    two = margins is not None
+    fig_w = 11.0 if two else 7.0
+    fig = _figure(fig_w, 3.0)
     names = [STEP_LABELS[k] for k in keys] + [STEP_LABELS["total"]]
-    values = vals + [total]
     colors = [STEP_COLORS[k] for k in keys] + [STEP_COLORS["total"]]
-    y = np.arange(4)
-    ax.barh(y, values, color=colors)
-    for yi, (k, v) in enumerate(zip([*keys, "total"], values)):
-        txt = f"{v:+.3f}" + (f"  ({100 * shares.get(k, 0):.0f}%)" if k != "total" else "")
-        ax.text(v, yi, " " + txt + " ", va="center", ha="left" if v >= 0 else "right", fontsize=8)
-    ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=8)
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", lw=0.8)
-    lim = max(1e-3, max(abs(v) for v in values)) * 1.45
-    ax.set_xlim(-lim if min(values) < 0 else 0, lim)
-    ax.set_xlabel("contribution w·S to the final score (share of |w·S| in brackets)", fontsize=8)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.grid(axis="x", alpha=0.3)
+    panels = [
+        (
+            [contributions.get(k, 0.0) for k in keys] + [total],
+            [f"  ({100 * shares.get(k, 0):.0f}%)" for k in keys] + [""],
+            "contribution w·S to the final score (share of |w·S|)",
+            "what each step adds to S",
+        )
+    ]
+    if two:
+        gap = sum(margins.get(k, 0.0) for k in keys)
+        # "% of the gap" only when every step pushes the same way (else it exceeds 100 %)
+        same_way = abs(gap) > 1e-12 and all(margins.get(k, 0.0) * gap >= 0 for k in keys)
+        pcts = [f"  ({100 * margins.get(k, 0.0) / gap:.0f}%)" if same_way else "" for k in keys]
+        panels.append(
+            (
+                [margins.get(k, 0.0) for k in keys] + [gap],
+                pcts + [""],
+                "this caption minus the other, per step (part of the gap)",
+                f"…and the gap to “{shorten(reference, 38)}”",
+            )
+        )
+    width = (fig_w - 1.6 - (0.5 if two else 0.0)) / len(panels)
+    for p, (values, extra, xlabel, sub) in enumerate(panels):
+        x0 = 1.4 + p * (width + 0.5)
+        ax = fig.add_axes((x0 / fig_w, 0.2, (width - 0.2) / fig_w, 0.58))
+        y = np.arange(4)
+        ax.barh(y, values, color=colors)
+        for yi, (v, e) in enumerate(zip(values, extra)):
+            ax.text(
+                v, yi, f" {v:+.3f}{e} ", va="center", ha="left" if v >= 0 else "right", fontsize=8
+            )
+        ax.set_yticks(y)
+        ax.set_yticklabels(names if p == 0 else [], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", lw=0.8)
+        lim = max(1e-3, max(abs(v) for v in values)) * 1.6
+        ax.set_xlim(-lim if min(values) < 0 else 0, lim)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_title(sub, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title, fontsize=10)
     return to_array(fig)
 
@@ -612,7 +888,9 @@ __all__ = [
     "matrix_image",
     "overlay",
     "regions_image",
-    "scores_chart",
+    "evidence_chart",
+    "margins_chart",
+    "ranking_chart",
     "shares_chart",
     "shorten",
     "to_array",

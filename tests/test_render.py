@@ -197,16 +197,89 @@ def test_rendering_in_threads_matches_sequential(result):
 
 
 def test_charts_handle_edge_cases():
-    one = render.scores_chart(["only"], np.array([[0.1, -0.2, 0.2, 0.1]]))
+    one = render.ranking_chart(["only"], np.array([[0.1, -0.2, 0.2, 0.1]]))
     assert _is_picture(one)
+    assert _is_picture(render.margins_chart(["only"], np.array([[0.1, -0.2, 0.2, 0.1]])))
     neg = render.shares_chart({"l2l": -0.3, "g2l": 0.1, "g2g": 0.0}, {"l2l": 0.75}, -0.2)
     assert _is_picture(neg)
+    gap = render.shares_chart(
+        {"l2l": 0.1, "g2l": 0.5, "g2g": 0.5},
+        {"l2l": 0.1},
+        1.1,
+        margins={"l2l": 0.3, "g2l": -0.01, "g2g": 0.0},
+        reference="a hard negative",
+    )
+    assert _is_picture(gap) and gap.shape[1] > neg.shape[1]  # the second panel is there
     big = render.matrix_image(np.random.rand(36, 30), [f"w{i}" for i in range(30)], ["r"] * 36, "m")
     assert _is_picture(big)
     tall = render.heatmap_image(Image.new("RGB", (20, 2000), "gray"), np.ones((10, 1)), "tall")
     assert tall.shape[0] <= 800
     cjk = render.word_weights_chart(["一只", "圆"], np.array([0.5, 0.5]), np.array([0.3, 0.7]))
     assert _is_picture(cjk)
+    thin = render.heat_thumbnail(Image.new("RGB", (5000, 4), "gray"), np.ones((1, 50)))
+    assert thin.shape[0] >= 64 and thin.dtype == np.uint8
+
+
+def _synthetic_calibration(n: int = 30):
+    from shan.calibration import calibrate_scores
+
+    rng = np.random.default_rng(0)
+    match = (np.arange(5 * n)[None, :] // 5) == np.arange(n)[:, None]
+    mats = {}
+    for key, (mu1, mu0, sd) in {
+        "total": (1.2, 0.2, 0.2),
+        "l2l": (0.05, -0.3, 0.05),
+        "g2l": (0.75, 0.7, 0.05),
+        "g2g": (0.4, -0.5, 0.2),
+    }.items():
+        m = rng.normal(mu0, sd, match.shape)
+        m[match] += mu1 - mu0
+        mats[key] = m
+    return calibrate_scores(mats, source={"split": "synthetic test"})
+
+
+def _count_colour(pic: np.ndarray, hex_colour: str, tol: int = 12) -> int:
+    rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(pic.astype(int) - rgb).max(-1) <= tol).sum())
+
+
+def test_ranking_chart_shows_the_distributions_only_with_a_calibration():
+    scores = np.array([[1.3, 0.06, 0.76, 0.5], [0.4, -0.2, 0.74, -0.3]])
+    caps = ["a true caption", "its hard negative"]
+    with_cal = render.ranking_chart(caps, scores, _synthetic_calibration())
+    without = render.ranking_chart(caps, scores, None)
+    assert _count_colour(with_cal, render.MATCH_COLOR) > 200  # the true-pair boxes
+    assert _count_colour(with_cal, render.NONMATCH_COLOR) > 200
+    assert _count_colour(without, render.MATCH_COLOR) == 0
+    assert "no calibration saved" in render.evidence_legend(None)
+    ev = render.evidence_chart(scores, _synthetic_calibration())
+    assert _count_colour(ev, render.MATCH_COLOR) > 100
+
+
+def test_step2_pooling_drawn_as_bars_or_as_one_line_when_equal():
+    words = ["a", "red", "and", "blue"]
+    gamma = np.array([0.1, 0.2, 0.6, 0.1])
+    purple = "#9467bd"
+    equal = render.word_weights_chart(words, gamma, np.full(4, 0.25))
+    unequal = render.word_weights_chart(words, gamma, np.array([0.1, 0.4, 0.1, 0.4]))
+    assert _count_colour(unequal, purple) > 5 * max(_count_colour(equal, purple), 1)
+
+
+def test_views_use_the_calibration_or_say_there_is_none(result):
+    cal = _synthetic_calibration()
+    plain = ui.match_views(result)
+    with_cal = ui.match_views(result, calibration=cal)
+    assert "No calibration saved with this model" in plain[-1]
+    assert "As evidence" in with_cal[-1] and "synthetic test split" in with_cal[-1]
+    assert plain[-1].startswith("**S_G2G")  # the browser test reads the summary's first words
+    assert _count_colour(with_cal[1], render.MATCH_COLOR) > 200
+    assert _count_colour(plain[1], render.MATCH_COLOR) == 0
+
+    class WithCalibration:  # a result that carries its own calibration (as the pipeline may)
+        def __getattr__(self, name):
+            return cal if name == "calibration" else getattr(result, name)
+
+    assert "As evidence" in ui.match_views(WithCalibration())[-1]
 
 
 def test_friendly_errors():
