@@ -103,32 +103,27 @@ def step2_text(expl: StepExplanation) -> str:
             f"{_q(words[j])} is a function word: the tall bars show where this model puts its "
             f"weight, which need not be what the sentence is about.{more}"
         )
-    if is_uniform(expl.txt_pool):
-        lines.append(
-            f"The text pooling weights are all equal (1/{len(words)} = {1 / len(words):.3f} "
-            "each): the text context is a plain average of the words; no word is singled out."
-        )
-    else:
-        (i, w), *_ = top_items(expl.txt_pool, 1)
-        lines.append(f"The text context leans most on {_q(words[i])} (pooling weight {w:.2f}).")
-    k = len(expl.region_labels)
+    lines.append(_pooling_sentence("text", expl.txt_pool, [_q(w) for w in words], "words"))
     (r, d), *_ = top_items(expl.delta, 1)
     lines.append(
         f"The caption as a whole points most to region **#{r} {expl.region_labels[r]}** "
         f"(δ = {d:.2f})."
     )
-    if is_uniform(expl.img_pool):
-        lines.append(
-            f"The image pooling weights are all equal (1/{k} = {1 / k:.3f} each): the image "
-            "context is a plain average of the regions."
-        )
-    else:
-        (i, w), *_ = top_items(expl.img_pool, 1)
-        lines.append(
-            f"The image context leans most on region #{i} {expl.region_labels[i]} (pooling "
-            f"weight {w:.2f})."
-        )
+    regions = [f"region #{i} {name}" for i, name in enumerate(expl.region_labels)]
+    lines.append(_pooling_sentence("image", expl.img_pool, regions, "regions"))
     return "\n\n".join(lines)
+
+
+def _pooling_sentence(kind: str, weights: Any, names: Sequence[str], plural: str) -> str:
+    """ "all equal" only when the pooling weights are; else the one the context leans on most."""
+    if is_uniform(weights):
+        n = len(names)
+        return (
+            f"The {kind} pooling weights are all equal (1/{n} = {1 / n:.3f} each): the {kind} "
+            f"context is a plain average of the {plural}; nothing is singled out."
+        )
+    (i, w), *_ = top_items(weights, 1)
+    return f"The {kind} context leans most on {names[i]} (pooling weight {w:.2f})."
 
 
 def pooling_title(kind: str, weights: Any, names: Sequence[str]) -> str:

@@ -609,6 +609,25 @@ def evidence_legend(calibration: Any) -> str:
     )
 
 
+def _evidence_header(
+    fig: Figure, x: float, y_title: float | None, y_legend: float, calibration: Any
+) -> None:
+    """The evidence panel's heading (optional) and its two-line legend, centred on ``x``."""
+    if y_title is not None:
+        fig.text(
+            x, y_title, "each score among true and non-matching pairs", ha="center", fontsize=9
+        )
+    fig.text(
+        x,
+        y_legend,
+        evidence_legend(calibration),
+        ha="center",
+        va="top",
+        fontsize=7,
+        color="#555555",
+    )
+
+
 def ranking_chart(
     captions: Sequence[str],
     scores: np.ndarray,
@@ -639,23 +658,7 @@ def ranking_chart(
         frameon=False,
     )
     _draw_evidence(fig, (8.5 / fig_w, 0.45 / fig_h, 4.0 / fig_w, 1 - 1.6 / fig_h), sc, calibration)
-    mid = (8.5 + 2.0) / fig_w
-    fig.text(
-        mid,
-        1 - 0.62 / fig_h,
-        "each score among true and non-matching pairs",
-        ha="center",
-        fontsize=9,
-    )
-    fig.text(
-        mid,
-        1 - 0.8 / fig_h,
-        evidence_legend(calibration),
-        ha="center",
-        va="top",
-        fontsize=7,
-        color="#555555",
-    )
+    _evidence_header(fig, (8.5 + 2.0) / fig_w, 1 - 0.62 / fig_h, 1 - 0.8 / fig_h, calibration)
     fig.suptitle(title, fontsize=10, va="top", y=1 - 0.05 / fig_h)
     return to_array(fig)
 
@@ -705,16 +708,7 @@ def evidence_chart(
     fig_w, fig_h = 6.5, 4.0
     fig = _figure(fig_w, fig_h)
     _draw_evidence(fig, (1.3 / fig_w, 0.2 / fig_h, 4.3 / fig_w, 1 - 0.95 / fig_h), sc, calibration)
-    fig.text(
-        0.5,
-        1 - 0.42 / fig_h,
-        evidence_legend(calibration),
-        ha="center",
-        va="top",
-        fontsize=7,
-        color="#555555",
-        wrap=True,
-    )
+    _evidence_header(fig, 0.5, None, 1 - 0.42 / fig_h, calibration)
     fig.suptitle(title, fontsize=10, va="top", y=1 - 0.05 / fig_h)
     return to_array(fig)
 

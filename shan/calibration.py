@@ -244,8 +244,8 @@ class Calibration:
         return {
             "format_version": self.format_version,
             "prior": self.prior,
-            "source": _json_safe(self.source),
-            "steps": {k: _json_safe(asdict(v)) for k, v in self.steps.items()},
+            "source": dict(self.source),
+            "steps": {k: asdict(v) for k, v in self.steps.items()},
         }
 
     @classmethod
@@ -411,7 +411,9 @@ def save_calibration(cal: Calibration, directory: str | Path) -> Path:
     if not out.is_dir():
         raise CalibrationError(f"{out} is not a directory (save the checkpoint first)")
     path = out / CALIBRATION_NAME
-    text = json.dumps(cal.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    text = (
+        json.dumps(cal.to_dict(), indent=1, sort_keys=True, allow_nan=False, default=_plain) + "\n"
+    )
     fd, tmp = tempfile.mkstemp(prefix=".calibration.", suffix=".json", dir=out)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -611,20 +613,9 @@ def _calibrate_step(
     )
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if hasattr(obj, "item"):
-        return _json_safe(obj.item())
-    return str(obj)
+def _plain(obj: Any) -> Any:
+    """JSON fallback for ``source`` values: numpy/torch scalars → numbers, anything else → str."""
+    return obj.item() if hasattr(obj, "item") else str(obj)
 
 
 def _step_from_dict(key: str, raw: Any) -> StepCalibration:

@@ -194,6 +194,13 @@ def test_rendering_in_threads_matches_sequential(result):
         par = list(pool.map(lambda j: ui.word_heatmap(result.image, e, j), jobs))
     for a, b in zip(seq, par):
         np.testing.assert_array_equal(a, b)
+    thumbs = ui.word_thumbnails(result.image, e)  # numpy + PIL text (a shared cached font)
+    with ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(lambda _: ui.word_thumbnails(result.image, e), range(4)))
+    for other in again:
+        for (a, la), (b, lb) in zip(thumbs, other):
+            assert la == lb
+            np.testing.assert_array_equal(a, b)
 
 
 def test_charts_handle_edge_cases():
