@@ -2,7 +2,17 @@
 
 Never ``pyplot``: every call builds its own ``Figure`` and returns a fresh ``uint8`` RGB numpy
 array, so nothing is shared between concurrent requests. The numbers come from
-:mod:`shan.explain`; this module only draws them.
+:mod:`shan.explain` and :mod:`shan.calibration`; this module only draws them.
+
+* **Attention pictures** — one colour map (:data:`HEAT_CMAP`) over the photo in grey, for every
+  tab (Match, Search, and any later one): :func:`overlay` makes the pixels, :func:`heatmap_image`
+  shows the photo beside them with a colour bar, :func:`heat_thumbnail` is its small version for
+  galleries, :func:`context_regions_image` step 2's regions, :func:`matrix_image` the word ×
+  region matrix.
+* **Scores** — :func:`margins_chart` (each caption minus the best one, per step),
+  :func:`evidence_chart` (each score among the true and non-matching pairs of a calibration),
+  :func:`ranking_chart` (both in one picture), :func:`shares_chart` (step 3: shares of the score
+  and parts of the gap), :func:`word_weights_chart` (step 2 on the words).
 """
 
 from __future__ import annotations
@@ -876,15 +886,17 @@ def shares_chart(
 __all__ = [
     "HEAT_CMAP",
     "context_regions_image",
+    "evidence_chart",
+    "evidence_legend",
     "heat_colours",
     "heat_thumbnail",
     "heatmap_image",
-    "matrix_image",
-    "overlay",
-    "regions_image",
-    "evidence_chart",
     "margins_chart",
+    "matrix_image",
+    "no_region_colours",
+    "overlay",
     "ranking_chart",
+    "regions_image",
     "shares_chart",
     "shorten",
     "to_array",
