@@ -219,9 +219,8 @@ class Calibration:
         if not cal.available:
             n = f"{cal.n_match} matching and {cal.n_nonmatch} non-matching pairs"
             return Evidence(step, value, "unknown", None, None, None, f"too few pairs ({n})")
-        pm = self.percentile(step, value, "match")
-        pn = self.percentile(step, value, "nonmatch")
-        assert pm is not None and pn is not None
+        pm = 100.0 * _cdf(np.asarray(cal.match_quantiles, dtype=np.float64), value)
+        pn = 100.0 * _cdf(np.asarray(cal.nonmatch_quantiles, dtype=np.float64), value)
         p = self.probability(step, value)
         like_match = pm >= TYPICAL
         like_nonmatch = pn <= 100.0 - TYPICAL
