@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from demo import gradio_compat, render, texts
+from demo import explain_text, gradio_compat, render, texts
+from demo.explain_text import STOPWORDS
 from demo.pipeline import (
     MAX_CAPTIONS,
     MAX_PIXELS,
@@ -183,11 +184,6 @@ def caption_choices(result: MatchResult) -> list[tuple[str, int]]:
     ]
 
 
-STOPWORDS = frozenset(
-    "a an the of on in at to and or is are with its it this that by for from as be".split()
-)
-
-
 def default_word(expl: StepExplanation) -> int:
     """The word to show first: a known content word (no punctuation) with the sharpest attention."""
     best, best_val = 0, -10.0
@@ -230,7 +226,7 @@ def word_thumbnails(image: Any, expl: StepExplanation) -> list[tuple[np.ndarray,
         )
         (i, b), *_ = expl.top_regions(j, 1)
         label = f"{j + 1}. “{w}” → #{i} {expl.region_labels[i]} (β={b:.2f})"
-        out.append((render.overlay(image, heat, max_side=240), label))
+        out.append((render.heat_thumbnail(image, heat), label))
     return out
 
 
@@ -253,37 +249,65 @@ def word_summary(expl: StepExplanation, j: int) -> str:
 
 
 def step2_views(image: Any, expl: StepExplanation) -> tuple[np.ndarray, np.ndarray]:
-    """Step 2: δ and image-pooling heatmaps side by side; γ and text-pooling bars per word."""
+    """Step 2: the photo, δ and image-pooling heatmaps; γ and text-pooling bars per word.
+
+    Titles and the line under the bars are generated from the numbers
+    (:mod:`demo.explain_text`): the most weighted word is named, pooling weights that are all
+    equal are said to be.
+    """
     delta = box_heatmap(expl.delta, expl.boxes, expl.image_size, uncovered=np.nan)
     pool = box_heatmap(expl.img_pool, expl.boxes, expl.image_size, uncovered=np.nan)
-    pic = render.context_regions_image(image, delta, pool)
+    (r, d), *_ = explain_text.top_items(expl.delta, 1)
+    titles = (
+        f"δ: text context → regions (peak {d:.2f} on #{r})",
+        explain_text.pooling_title(
+            "image", expl.img_pool, [f"#{i}" for i in range(len(expl.img_pool))]
+        ),
+    )
+    pic = render.context_regions_image(image, delta, pool, titles=titles)
     bars = render.word_weights_chart(
         expl.display_words,
         expl.gamma,
         expl.txt_pool,
         title="Step 2 · the words seen from the whole image",
+        note=explain_text.step2_words_note(expl),
+        uniform_pool=explain_text.is_uniform(expl.txt_pool),
     )
     return pic, bars
 
 
-def step3_views(expl: StepExplanation) -> tuple[np.ndarray, str]:
-    """Step 3: contributions chart and the sum written out."""
+def step3_views(
+    expl: StepExplanation,
+    captions: Sequence[str] | None = None,
+    scores: np.ndarray | None = None,
+    m: int | None = None,
+    calibration: Any = None,
+) -> tuple[np.ndarray, str]:
+    """Step 3: contributions chart (and, given all captions' ``(M, 4)`` scores and this
+    caption's index ``m``, each step's part of the gap to the other caption), and the text."""
     c, s = expl.contributions, expl.scores
-    chart = render.shares_chart(c, expl.shares, s.get("total", sum(c.values())))
-    off = [k for k, on in expl.enabled.items() if not on]
-    parts = " + ".join(
-        f"{c[k]:+.3f} ({name})" for k, name in (("l2l", "L2L"), ("g2l", "G2L"), ("g2g", "G2G"))
+    margins, reference = None, ""
+    if captions is not None and scores is not None and m is not None:
+        ref = explain_text.reference_caption(scores, m)
+        if ref is not None:
+            weights = explain_text.step_weights_of(expl)
+            margins = explain_text.step_margins(scores, m, ref, weights)
+            reference = captions[ref]
+    chart = render.shares_chart(
+        c, expl.shares, s.get("total", sum(c.values())), margins=margins, reference=reference
     )
-    md = (
-        f"**S_G2G = {s.get('g2g', 0.0):.3f}** — the whole image vs. the whole caption.\n\n"
-        f"Final score **S = {parts} = {s.get('total', 0.0):.3f}**"
-    )
-    if off:
-        md += f"\n\n(Steps switched off in this checkpoint: {', '.join(off)}.)"
+    md = explain_text.step3_text(expl, captions, scores, m, calibration)
     return chart, md
 
 
-def caption_views(result: MatchResult, m: int, j: int | None = None) -> tuple:
+def _calibration(result: Any, calibration: Any = None) -> Any:
+    """The calibration to show: the one given, else the result's (None: none saved)."""
+    return calibration if calibration is not None else getattr(result, "calibration", None)
+
+
+def caption_views(
+    result: MatchResult, m: int, j: int | None = None, calibration: Any = None
+) -> tuple:
     """All step views of caption ``m`` (word ``j``, or the default word); needs its explanation."""
     expl = result.explanations[m]
     if expl is None:
@@ -291,7 +315,9 @@ def caption_views(result: MatchResult, m: int, j: int | None = None) -> tuple:
     if j is None or not 0 <= j < len(expl.words):
         j = default_word(expl)
     s2_pic, s2_bars = step2_views(result.image, expl)
-    s3_chart, s3_md = step3_views(expl)
+    s3_chart, s3_md = step3_views(
+        expl, result.captions, result.scores, m, _calibration(result, calibration)
+    )
     return (
         gr.update(choices=word_choices(expl), value=j),
         word_heatmap(result.image, expl, j),
@@ -305,13 +331,19 @@ def caption_views(result: MatchResult, m: int, j: int | None = None) -> tuple:
     )
 
 
-def match_views(result: MatchResult) -> tuple:
-    """Everything the Match tab shows after a new request (the best caption explained)."""
+def match_views(result: MatchResult, calibration: Any = None) -> tuple:
+    """Everything the Match tab shows after a new request (the best caption explained).
+
+    ``calibration`` (default: ``result.calibration`` when the pipeline sets it) places every
+    score among the true and non-matching pairs saved with the model; without one the charts and
+    texts say that none was saved.
+    """
+    cal = _calibration(result, calibration)
     best = result.order[0]
     ordered = [result.captions[m] for m in result.order]
     return (
         ranking_table(result),
-        render.scores_chart(ordered, result.scores[result.order]),
+        render.ranking_chart(ordered, result.scores[result.order], cal),
         render.regions_image(
             result.image,
             result.regions.boxes.numpy(),
@@ -319,7 +351,7 @@ def match_views(result: MatchResult) -> tuple:
             result.regions.scores.numpy(),
         ),
         gr.update(choices=caption_choices(result), value=best),
-        *caption_views(result, best),
+        *caption_views(result, best, calibration=cal),
     )
 
 
