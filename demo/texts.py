@@ -18,12 +18,30 @@ It first cuts both into pieces — **regions** of the image (found by an object 
 
 The final score is **S = S_L2L + S_G2L + S_G2G**. Higher means "this caption fits this image
 better". Try a true caption and a *hard negative* (a caption that is almost right, e.g. with the
-wrong colour) and see which step notices the difference.
+wrong colour) in the **Compare** tab and see which step notices the difference.
 """
 
 MATCH_HOWTO = """\
-**How to use:** upload an image (or click an example below), write up to 10 captions — one per
-line — and press **Match**. Then pick a caption and a word to see what the model looked at.
+Upload an image (or click an example), write up to 10 captions — one per line — and press
+**Match**. The ranking appears beside the inputs; below it, pick a caption and a word to see
+what each step of the model looked at.
+"""
+
+COMPARE_HOWTO = """\
+**Which step tells a true caption from an almost-true one?** Give one image and two captions —
+say the true one (A) and its *hard negative* (B: two colours swapped, another shape, a relation
+reversed) — and press **Compare**. The words that differ are highlighted, the chart says how much
+each step prefers A or B, and the differing words' heatmaps are shown side by side.
+"""
+
+COMPARE_READ = """\
+**Left:** each step's part of the gap in the final score, **w·(S_step(A) − S_step(B))** — the
+three parts add up to the bottom bar, S(A) − S(B). A bar right of zero means that step prefers
+A. A step "caught it" when its bar points the way of the gap and makes at least a fifth of it.
+**Right:** A's and B's scores among the true (purple) and non-matching (grey) pairs saved with
+the model, when it has such a calibration. **Below:** for each word that differs, step 1's
+heatmap of the word in A beside the word that replaced it in B — if the model grounds words
+well, each lights up its own object.
 """
 
 RANKING = """\
@@ -114,23 +132,17 @@ negative — the right-hand bars, and the text below, say which step does.
 
 SEARCH_HOWTO = """\
 **Search** turns the question around: upload several images (up to 16) and write **one**
-caption. SHAN scores every image against the caption and ranks them, best first. Below the
-ranking, the step-1 heatmaps show, for the best image, where each word of the caption looked.
-"""
-
-SEARCH_HEATMAPS = """\
-### Step 1 on the best image
-One small picture per word, the photo beside its heatmap: gold boxes are the regions that word
-attended to (β, scaled to the word's peak; black = ignored, hatched = no region). If the
-caption is right for the image, each content word should light up a matching object.
+caption. SHAN scores every image against the caption and ranks them, best first; every label
+shows the final score and the three step scores. Click an image (or pick it in the list) to see
+the steps of the caption on *that* image — is the runner-up close for the right reason?
 """
 
 ABOUT = """\
 ### About this demo
-* **Model.** An open re-implementation of SHAN (no official code was released). The shipped
-  model is trained on a synthetic *toy world* of simple coloured shapes, so it understands only
-  that world: colours, shapes and their positions. Real photos work when the app is started with
-  the Bottom-Up-Attention detector and a model trained on Flickr30K/COCO features.
+* **Model.** An open re-implementation of SHAN (no official code was released). What the loaded
+  model knows and does not is read from its model card (above, and in the banner at the top of
+  the page); a model only knows the world it was trained on. Real photos need the app started
+  with the Bottom-Up-Attention detector and a model trained on Flickr30K/COCO features.
 * **Regions.** SHAN reads one feature vector per detected box; the boxes, classes and
   attributes shown are the detector's.
 * **Heatmaps.** Attention weights are per region; a heatmap paints each region's weight over its
@@ -145,10 +157,11 @@ ABOUT = """\
 __all__ = [
     "ABOUT",
     "INTRO",
+    "COMPARE_HOWTO",
+    "COMPARE_READ",
     "MATCH_HOWTO",
     "RANKING",
     "REGIONS",
-    "SEARCH_HEATMAPS",
     "SEARCH_HOWTO",
     "STEP1",
     "STEP2",
