@@ -106,7 +106,8 @@ def plural(word: str) -> str:
 
 
 def article(next_word: str) -> str:
-    return "an" if next_word[:1] in "aeiou" else "a"
+    """``a`` or ``an`` by sound (``an orange``, ``a uniform``)."""
+    return "an" if next_word[:1] in "aeiou" and not next_word.startswith("uni") else "a"
 
 
 def attribute_word(attribute: str, value: str, chosen: dict[str, str]) -> str:
@@ -220,6 +221,9 @@ def realise(plan: Sequence[object], scene: Scene, template: str = "") -> Caption
         elif isinstance(item, Total):
             b.words(lx.NUMBER_WORDS.get(item.count, str(item.count)), everyone, "count")
             b.words(item.noun if item.count != 1 else item.noun.rstrip("s"), everyone, "noun")
+            if item.in_total:
+                b.words("in")
+                b.words("total", everyone, "scene")
         elif isinstance(item, BackgroundIs):
             _say_background(b, item)
         elif isinstance(item, AllAre):
@@ -453,13 +457,15 @@ class _Composer:
             noun = "shapes"  # the first grammar said "one shape", never "one object"
         listing = self.listing(self.d.cover(self.most()))
         plan: list[object] = []
-        for part in lead.split():
+        for part in lead.replace("{noun} in total", "{noun}+").split():
             if part == "{list}":
                 plan += listing
             elif part == "{n}":
                 plan.append(Total(self.n, noun))
+            elif part == "{noun}+":
+                plan[-1].in_total = True  # type: ignore[union-attr]
             elif part != "{noun}":
-                plan.append(Words((part,), "scene" if part == "total" else ""))
+                plan.append(Words((part,)))
         if "{list}" not in lead:
             plan += listing
         return plan

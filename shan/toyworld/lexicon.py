@@ -149,7 +149,11 @@ CONNECTIVES = {
     "classic": ["and", "and", "and", "plus", "as well as", "along with"],
 }
 COUNT_LEADS = {
-    "full": ["{n} {noun}", "a picture of {n} {noun}", "{list} {n} {noun} in total"],
+    "full": [
+        "{list} {n} {noun} in total",
+        "{n} {noun} namely {list}",
+        "a picture of {n} {noun} including {list}",
+    ],
     "classic": [
         "a picture of {n} {noun} including",
         "{n} {noun} namely",

@@ -91,10 +91,11 @@ class Relation:
 
 @dataclass
 class Total:
-    """The scene has exactly ``count`` objects ("three shapes")."""
+    """The scene has exactly ``count`` objects ("three shapes", "three shapes in total")."""
 
     count: int
     noun: str = "shapes"
+    in_total: bool = False
 
 
 @dataclass

@@ -126,7 +126,6 @@ def _candidates(
                 objs = sorted(set(referents(nps[p], scene)) | set(referents(nps[q], scene)))
                 out[WORD_ORDER if post else SWAP_TYPES[a]].append((new, objs))
     # Counts and absent kinds, per mention.
-    present = {o.kind() for o in scene.objects}
     for p, np in enumerate(nps):
         objs = referents(np, scene)
         for c in (np.count - 1, np.count + 1):
@@ -139,12 +138,12 @@ def _candidates(
             new_vals = {a: rng.choice(ATTRIBUTE_VALUES[a]) for a in stated}
             if any(new_vals[a] == getattr(np, a) for a in stated):
                 continue
-            kind = (new_vals.get("shape", np.shape), new_vals.get("colour", np.colour))
-            if kind in present:
-                continue
             new = clone(plan)
+            changed = nps_of(new)[p]
             for a, v in new_vals.items():
-                setattr(nps_of(new)[p], a, v)
+                setattr(changed, a, v)
+            if referents(changed, scene):  # the new mention must describe no object at all
+                continue
             out[ABSENT].append((new, objs))
             break
     # Relations, orders, positions, totals, backgrounds.
