@@ -218,8 +218,8 @@ def test_world_config_round_trip_and_errors():
 
 
 def test_generate_split_is_independent_of_workers(tmp_path):
-    p1 = tw.generate_split(tmp_path / "a", "dev", 6, seed=7, workers=1)
-    p2 = tw.generate_split(tmp_path / "b", "dev", 6, seed=7, workers=2)
+    p1 = tw.generate_split(tmp_path / "a", "test", 6, seed=7, workers=1)
+    p2 = tw.generate_split(tmp_path / "b", "test", 6, seed=7, workers=2)
     a1, a2 = json.loads(p1.read_text()), json.loads(p2.read_text())
     assert a1 == a2
     for rec in a1["images"]:
@@ -230,7 +230,7 @@ def test_generate_split_is_independent_of_workers(tmp_path):
     # Any single image can be regenerated from (seed, split, index) and the saved world.
     cfg = tw.world_config(a1)
     assert cfg == tw.WorldConfig()
-    img, scene = tw.generate_scene(tw.image_seed(7, "dev", 3), cfg)
+    img, scene = tw.generate_scene(tw.image_seed(7, "test", 3), cfg)
     assert np.array_equal(
         np.asarray(img), np.asarray(Image.open(tmp_path / "a" / a1["images"][3]["file"]))
     )
@@ -247,7 +247,7 @@ def test_annotations_hold_negatives_in_the_negs_record_shape(tmp_path):
     path = tw.generate_split(tmp_path, "train", 5, seed=2, workers=1)
     ann = tw.load_annotations(path)
     assert ann["world"] == tw.WorldConfig().to_dict()
-    assert not (tmp_path / "distractors").exists()  # images only for dev/test by default
+    assert not (tmp_path / "distractors").exists()  # images only for the test split by default
     rows = tw.caption_negatives(ann)
     assert len(rows) == 5 * len(ann["images"])
     for row in rows:

@@ -141,7 +141,7 @@ class WorldConfig:
     p_post: float = 0.3
     p_coord: float = 0.15
     p_generic: float = 0.1
-    distractor_image_splits: tuple[str, ...] = ("dev", "test")
+    distractor_image_splits: tuple[str, ...] = ("test",)
 
     def __post_init__(self) -> None:
         self.num_objects = {int(k): float(v) for k, v in self.num_objects.items()}
@@ -418,18 +418,6 @@ def background_array(bg: Background, size: int, seed: int) -> np.ndarray:
     return _background_array(_bg_key(bg, size, seed))
 
 
-def background_lab(bg: Background, size: int, seed: int) -> np.ndarray:
-    """:func:`background_array` in CIELAB, ``(size, size, 3)`` float32 (read-only, cached)."""
-    return _background_lab(_bg_key(bg, size, seed))
-
-
-@lru_cache(maxsize=4)
-def _background_lab(key: tuple) -> np.ndarray:
-    lab = rgb_to_lab(_background_array(key))
-    lab.setflags(write=False)
-    return lab
-
-
 @lru_cache(maxsize=4)
 def _background_array(key: tuple) -> np.ndarray:
     texture, colours, params_items, size, seed = key
@@ -640,13 +628,13 @@ class _Placer:
     def __init__(self, scene: Scene, cfg: WorldConfig) -> None:
         self.scene, self.cfg = scene, cfg
         size = scene.image_size
-        self.bg_lab = background_lab(scene.background, size, scene.seed)
+        self.bg = background_array(scene.background, size, scene.seed)
         self.own = owner_map(scene.objects, size)
 
     def contrast_ok(self, obj: ToyObject, mask: np.ndarray) -> bool:
         x1, y1, x2, y2 = obj.frame
         lab = _lab(tuple(obj.rgb))
-        under = self.bg_lab[y1:y2, x1:x2][mask]
+        under = rgb_to_lab(self.bg[y1:y2, x1:x2][mask])
         if under.size and np.percentile(np.linalg.norm(under - lab, axis=-1), 5) < (
             self.cfg.min_contrast
         ):
@@ -784,7 +772,7 @@ def scene_problems(scene: Scene, cfg: WorldConfig | None = None) -> list[str]:
     touches. Boxes must be up to date (:func:`update_layout`)."""
     cfg = cfg or WorldConfig()
     size = scene.image_size
-    bg_lab = background_lab(scene.background, size, scene.seed)
+    bg = background_array(scene.background, size, scene.seed)
     own = owner_map(scene.objects, size)
     problems = []
     for i, o in enumerate(scene.objects):
@@ -797,7 +785,7 @@ def scene_problems(scene: Scene, cfg: WorldConfig | None = None) -> list[str]:
             problems.append(f"{name} is {100 * (1 - o.visible):.0f}% hidden")
         mask = _object_mask(o)
         lab = _lab(tuple(o.rgb))
-        under = bg_lab[y1:y2, x1:x2][mask]
+        under = rgb_to_lab(bg[y1:y2, x1:x2][mask])
         if np.percentile(np.linalg.norm(under - lab, axis=-1), 5) < cfg.min_contrast:
             problems.append(f"{name} does not stand out from the {scene.background.hue} background")
         for j in np.unique(own[y1:y2, x1:x2][mask]):
