@@ -135,15 +135,15 @@ def test_only_a_few_function_words_are_frequent(scenes):
     assert len(lx.FREQUENT_FUNCTION_WORDS) <= 10
 
 
-def test_exact_count_semantics():
-    scene = tw.build_scene(
-        {
-            "objects": [
-                {"shape": "circle", "colour": "red", "cell": "top left"},
-                {"shape": "circle", "colour": "red", "cell": "bottom right"},
-            ]
-        }  # fmt: skip
+def _scene(*objects: tuple[str, str, str]) -> tw.Scene:
+    """A built scene of (shape, colour, grid cell) objects on a light grey background."""
+    return tw.build_scene(
+        {"objects": [{"shape": a, "colour": b, "cell": c} for a, b, c in objects]}
     )
+
+
+def test_exact_count_semantics():
+    scene = _scene(("circle", "red", "top left"), ("circle", "red", "bottom right"))
     one = [Exists(NP("circle", "red", count=1))]
     two = [Exists(NP("circle", "red", count=2))]
     assert not holds(one, scene) and holds(two, scene)
@@ -235,14 +235,7 @@ def test_word_order_negatives_swap_words_after_the_noun(negatives):
 
 
 def test_colour_swap_of_a_simple_pair():
-    scene = tw.build_scene(
-        {
-            "objects": [
-                {"shape": "circle", "colour": "red", "cell": "left"},
-                {"shape": "square", "colour": "blue", "cell": "right"},
-            ]
-        }  # fmt: skip
-    )
+    scene = _scene(("circle", "red", "left"), ("square", "blue", "right"))
     pre = [Exists(NP("circle", "red")), Words(("and",)), Exists(NP("square", "blue"))]
     post = [Exists(NP("circle", "red", post=("colour",))), Words(("and",)),
             Exists(NP("square", "blue", post=("colour",)))]  # fmt: skip
@@ -269,15 +262,11 @@ def test_colour_swap_of_a_simple_pair():
 def test_a_swap_that_stays_true_is_not_a_negative():
     # Red circle + blue square + blue circle + red square: exchanging colours of the first two
     # mentions describes the other two objects, so it is true and must not be returned.
-    scene = tw.build_scene(
-        {
-            "objects": [
-                {"shape": "circle", "colour": "red", "cell": "top left"},
-                {"shape": "square", "colour": "blue", "cell": "top right"},
-                {"shape": "circle", "colour": "blue", "cell": "bottom left"},
-                {"shape": "square", "colour": "red", "cell": "bottom right"},
-            ]
-        }  # fmt: skip
+    scene = _scene(
+        ("circle", "red", "top left"),
+        ("square", "blue", "top right"),
+        ("circle", "blue", "bottom left"),
+        ("square", "red", "bottom right"),
     )
     cap = realise(
         [Exists(NP("circle", "red")), Words(("and",)), Exists(NP("square", "blue"))], scene
@@ -358,14 +347,7 @@ def test_distractors_differ_as_stated(scenes):
 
 
 def test_mirror_falsifies_left_right_captions():
-    scene = tw.build_scene(
-        {
-            "objects": [
-                {"shape": "circle", "colour": "red", "cell": "left"},
-                {"shape": "square", "colour": "blue", "cell": "right"},
-            ]
-        }  # fmt: skip
-    )
+    scene = _scene(("circle", "red", "left"), ("square", "blue", "right"))
     cap = realise([Relation(NP("circle", "red"), "left", NP("square", "blue"))], scene)
     listing = realise([Exists(NP("circle", "red"))], scene)
     d = ng.make_distractors(scene, [cap, listing], random.Random(0))
