@@ -215,6 +215,24 @@ def test_world_config_round_trip_and_errors():
         tw.WorldConfig.from_dict({"colour_count": 3})
     with pytest.raises(tw.ToyWorldError, match="unknown world preset"):
         tw.WorldConfig.preset("toyworld3")
+    for bad, message in (
+        ({"num_objects": 3}, "malformed"),
+        ({"overlap_p": "often"}, "malformed"),
+        ({"overlap_p": 1.5}, r"overlap_p must be in \[0, 1\]"),
+        ({"caption_weights": {"poem": 1}}, "caption_weights"),
+        ({"relation_weights": {"left": -1, "right": 1}}, "relation_weights"),
+    ):
+        with pytest.raises(tw.ToyWorldError, match=message):
+            tw.WorldConfig.from_dict(bad)
+
+
+def test_captions_fall_back_to_a_listing_when_no_form_fits():
+    cfg = tw.WorldConfig(caption_weights={"relation": 1}, num_objects={1: 1})
+    img, scene = tw.generate_scene(SEEDS[0], cfg)  # one object: no relation to state
+    assert len(scene.captions) == 5 and {c.template for c in scene.captions} == {
+        "list_all",
+        "list",
+    }
 
 
 def test_generate_split_is_independent_of_workers(tmp_path):

@@ -41,6 +41,7 @@ from shan.toyworld.meaning import (
 )
 from shan.toyworld.truth import referents
 from shan.toyworld.world import (
+    CAPTION_FORMS,
     Scene,
     ToyWorldError,
     WorldConfig,
@@ -49,7 +50,7 @@ from shan.toyworld.world import (
     relation_holds,
 )
 
-TEMPLATES = ("list_all", "list", "count", "relation", "background", "fact", "position", "order")
+TEMPLATES = ("list_all", *CAPTION_FORMS)
 _ADJ_ORDER = ("size", "pattern", "colour")  # adjectives before the noun, in this order
 
 
@@ -448,7 +449,7 @@ class _Composer:
         return self.frame() + self.listing(self.d.cover(order, singly=True))
 
     def list(self) -> list[object] | None:
-        return self.frame() + self.listing(self.d.cover(self.most()))
+        return self.frame() + self.listing(self.d.cover(self.most()))  # never empty: see cover
 
     def count(self) -> list[object] | None:
         lead = self.rng.choice(lx.COUNT_LEADS[self.cfg.grammar])
@@ -625,7 +626,8 @@ def make_captions(scene: Scene, rng: random.Random, config: WorldConfig | None =
     tries = 0
     while len(caps) < num:
         tries += 1
-        cap = make_caption(scene, rng, None, cfg)
+        # A listing always applies: the fallback when the weighted forms do not fit the scene.
+        cap = make_caption(scene, rng, None if tries <= 100 else "list", cfg)
         if cap is None:
             continue
         if cap.text not in seen or tries > 60:

@@ -59,6 +59,8 @@ ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "pattern": PATTERNS,
 }
 
+CAPTION_FORMS = ("list", "count", "relation", "background", "fact", "position", "order")
+RELATIONS = ("left", "right", "above", "below", "next_to", "far_from", "in_front_of", "behind")
 BACKGROUND_TEXTURES = ("plain", "gradient", "noise", "stripes", "checks")
 BACKGROUND_TONES = ("dark", "mid", "light")
 BACKGROUND_HUES = ("grey", *COLOURS)
@@ -144,8 +146,19 @@ class WorldConfig:
     distractor_image_splits: tuple[str, ...] = ("test",)
 
     def __post_init__(self) -> None:
-        self.num_objects = {int(k): float(v) for k, v in self.num_objects.items()}
-        self.distractor_image_splits = tuple(self.distractor_image_splits)
+        try:
+            self.num_objects = {int(k): float(v) for k, v in self.num_objects.items()}
+            for name in ("background_textures", "background_tones", "caption_weights",
+                         "relation_weights"):  # fmt: skip
+                setattr(self, name, {str(k): float(v) for k, v in getattr(self, name).items()})
+            for name in ("image_size", "num_captions"):
+                setattr(self, name, int(getattr(self, name)))
+            for f in fields(self):
+                if f.type == "float":
+                    setattr(self, f.name, float(getattr(self, f.name)))
+            self.distractor_image_splits = tuple(str(s) for s in self.distractor_image_splits)
+        except (AttributeError, TypeError, ValueError) as e:
+            raise ToyWorldError(f"malformed WorldConfig value: {e}") from e
         self.validate()
 
     def validate(self) -> None:
@@ -157,10 +170,16 @@ class WorldConfig:
         for name, table, allowed in (
             ("background_textures", self.background_textures, BACKGROUND_TEXTURES),
             ("background_tones", self.background_tones, BACKGROUND_TONES),
+            ("caption_weights", self.caption_weights, CAPTION_FORMS),
+            ("relation_weights", self.relation_weights, RELATIONS),
         ):
             bad = set(table) - set(allowed)
-            if bad or not any(v > 0 for v in table.values()):
+            if bad or not any(v > 0 for v in table.values()) or min(table.values()) < 0:
                 raise ToyWorldError(f"{name} wants weights for {', '.join(allowed)}; got {table}")
+        for name in ("background_grey_p", "overlap_p", "duplicate_p", "p_size", "p_pattern",
+                     "p_post", "p_coord", "p_generic", "max_iou"):  # fmt: skip
+            if not 0 <= getattr(self, name) <= 1:
+                raise ToyWorldError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.grammar not in ("full", "classic"):
             raise ToyWorldError(f"grammar must be 'full' or 'classic', got {self.grammar!r}")
         if not 0 <= self.max_occlusion < 1:
