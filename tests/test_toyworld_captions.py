@@ -103,6 +103,14 @@ def test_referring_expressions_are_unique_and_relations_clear(scenes):
                     assert gap[item.rel] >= margin, cap.text
                     opposite = lx.OPPOSITE_RELATION[item.rel]
                     assert gap[opposite] < 0, cap.text  # the opposite is plainly false
+                elif item.rel in ("next_to", "far_from"):
+                    dx = max(0.0, b[0] - a[2], a[0] - b[2])
+                    dy = max(0.0, b[1] - a[3], a[1] - b[3])
+                    dist = float(np.hypot(dx, dy)) / tw.IMAGE_SIZE
+                    if item.rel == "next_to":
+                        assert dist <= CFG.near < CFG.far, cap.text
+                    else:
+                        assert dist >= CFG.far, cap.text
                 elif item.rel == "in_front_of":
                     assert i > j and tw.world.hidden_by(scene, j, i) > 0.02
                 elif item.rel == "behind":
