@@ -20,7 +20,7 @@ Modules, in the order data flows:
 * :mod:`~shan.toyworld.dataset` — splits on disk and the CLI ``python -m shan.toyworld``.
 """
 
-from shan.toyworld.builder import ObjectSpec, SceneSpec, build_scene, spec_of_scene
+from shan.toyworld.builder import ObjectSpec, SceneSpec, build_scene, spec_choices, spec_of_scene
 from shan.toyworld.captions import TEMPLATES, Caption, make_caption, make_captions, realise
 from shan.toyworld.dataset import (
     annotate_scene,
@@ -113,6 +113,7 @@ __all__ = [
     "scene_from_record",
     "scene_problems",
     "scene_record",
+    "spec_choices",
     "spec_of_scene",
     "typed_negatives",
     "vocabulary_by_role",
