@@ -277,6 +277,18 @@ def test_annotations_hold_negatives_in_the_negs_record_shape(tmp_path):
     assert rec["hard_negative"] is None or rec["hard_negative"]["source_caption"] == 0
 
 
+def test_negatives_file_round_trip_through_precomp(tmp_path):
+    """caption_negatives feeds precomp.write_negatives line for line (one line per caption)."""
+    from shan.data.precomp import read_negatives, write_negatives
+
+    ann = tw.load_annotations(tw.generate_split(tmp_path / "s", "dev", 4, seed=1, workers=1))
+    caps = [c["text"] for r in ann["images"] for c in r["captions"]]
+    (tmp_path / "dev_caps.txt").write_text("\n".join(caps) + "\n")
+    rows = tw.caption_negatives(ann)
+    write_negatives(tmp_path, "dev", rows)
+    assert read_negatives(tmp_path, "dev") == rows
+
+
 def test_cli_writes_three_splits(tmp_path, capsys):
     rc = tw.main(
         ["--seed", "1", "--split-sizes", "3,2,2", "--out", str(tmp_path), "--workers", "1"]
