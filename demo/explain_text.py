@@ -292,6 +292,63 @@ def compare_text(cmp: CaptionComparison, calibration: Calibration | None = None)
     return "\n\n".join(lines)
 
 
+def pairs_text(
+    caption: str,
+    perturbations: Sequence[Any],
+    margins: np.ndarray,
+    weights: Mapping[str, float],
+    kinds: Sequence[str] | None = None,
+) -> str:
+    """Markdown summing up a minimal-pairs table: how many pairs the final score gets right,
+    how many each step does on its own, and which pairs the model gets wrong.
+
+    Args:
+        perturbations: ``P`` perturbations (``kind``, ``text``).
+        margins: ``(P, 4)`` the true caption minus each pair (``total``, then the weighted
+            steps): positive = that score prefers the true caption.
+        kinds: display names of the perturbations' kinds (default: their ``kind``).
+    """
+    mg = np.asarray(margins, dtype=np.float64).reshape(-1, 4)
+    n = len(mg)
+    names = list(kinds) if kinds is not None else [p.kind for p in perturbations]
+    right = int((mg[:, 0] >= SAME_SCORE).sum())
+    lines = [
+        f"For **“{shorten(caption, 70)}”** the model prefers the true caption over **{right} of "
+        f"its {n} minimal pairs** (final score S)."
+    ]
+    per_step = [
+        f"{STEP_NAMES[k]} {int((mg[:, c + 1] >= SAME_SCORE).sum())}"
+        for c, k in enumerate(STEP_KEYS)
+        if weights.get(k, 1.0) != 0.0
+    ]
+    lines.append("Each step on its own prefers it in: " + ", ".join(per_step) + f" (of {n}).")
+    wrong = [i for i in range(n) if mg[i, 0] < SAME_SCORE]
+    if wrong:
+        said = "; ".join(
+            f"{names[i]} (“{shorten(perturbations[i].text, 50)}”: "
+            + (
+                "the same score)"
+                if abs(mg[i, 0]) < SAME_SCORE
+                else f"{-mg[i, 0]:.3f} above the true caption)"
+            )
+            for i in wrong
+        )
+        lines.append(f"**Not told apart, or preferred over the true caption:** {said}.")
+    caught = {}
+    for i in range(n):
+        margins_i = {k: float(mg[i, c + 1]) for c, k in enumerate(STEP_KEYS)}
+        for k in credited_steps(margins_i, float(mg[i, 0])):
+            if mg[i, 0] > 0:
+                caught.setdefault(k, []).append(names[i])
+    if caught:
+        lines.append(
+            "Which step caught them: "
+            + "; ".join(f"{STEP_NAMES[k]}: {', '.join(v)}" for k, v in caught.items())
+            + "."
+        )
+    return "\n\n".join(lines)
+
+
 def evidence_text(
     calibration: Calibration | None, scores: Mapping[str, float], steps: Sequence[str] = ()
 ) -> str:
@@ -350,6 +407,7 @@ __all__ = [
     "compare_text",
     "credited_steps",
     "gap_lines",
+    "pairs_text",
     "evidence_text",
     "is_function_word",
     "is_uniform",

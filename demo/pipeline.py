@@ -41,6 +41,7 @@ from shan.explain import (
     StepExplanation,
     compare_explanations,
     from_model_explanation,
+    score_margins,
 )
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,32 @@ class CompareResult:
 
     match: MatchResult
     comparison: CaptionComparison
+
+    @property
+    def notices(self) -> list[str]:
+        return self.match.notices
+
+
+@dataclass
+class PairsResult:
+    """A caption and its minimal pairs, scored on one image.
+
+    Attributes:
+        match: caption 0 is the given one, caption ``p + 1`` its perturbation ``p``.
+        perturbations: ``P`` :class:`shan.data.perturb.Perturbation` (kind, text, changed token
+            indices, note).
+        weights: step → ``w_s`` (0 for a step switched off).
+    """
+
+    match: MatchResult
+    perturbations: list[Any]
+    weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def margins(self) -> np.ndarray:
+        """``(P, 4)``: the given caption minus each perturbation, columns ``total, l2l, g2l,
+        g2g`` (steps weighted): positive where that score prefers the given caption."""
+        return -score_margins(self.match.scores, 0, self.weights)[1:]
 
     @property
     def notices(self) -> list[str]:
@@ -623,11 +650,24 @@ class DemoPipeline:
         caps, cap_notes = parse_captions(captions)
         img, notices = load_image(image)
         notices += cap_notes
+        return self._match(img, caps, notices, explain_all)
+
+    def _match(
+        self,
+        img: Image.Image,
+        caps: list[str],
+        notices: list[str],
+        explain_all: bool = False,
+        text_notices: int | None = None,
+    ) -> MatchResult:
+        """:meth:`match` on a loaded image and cleaned captions; word notices only for the first
+        ``text_notices`` captions (default: all)."""
         t0 = time.perf_counter()
         regions = self.detect([img])[0]
         t1 = time.perf_counter()
         batch = self._encode_text(caps)
-        notices += self._text_notices(batch, caps)
+        n = len(caps) if text_notices is None else text_notices
+        notices += self._text_notices(batch.select(range(n)), caps[:n]) if n else []
         scores = self._score([regions], batch)[0]
         t2 = time.perf_counter()
         order = [int(i) for i in np.argsort(-scores[:, 0], kind="stable")]
@@ -676,6 +716,52 @@ class DemoPipeline:
         result.notices[:0] = notices
         a, b = (self.explain(result, m) for m in (0, 1))  # already computed: explain_all
         return CompareResult(result, compare_explanations(a, b))
+
+    def minimal_pairs(
+        self, image: Any, caption: Any, seed: int = 0, kinds: Sequence[str] | None = None
+    ) -> PairsResult:
+        """A caption and its automatic minimal pairs (:func:`shan.data.perturb.perturb`: colour /
+        shape / size swap, relation swap and opposite, count, word order — one of each that
+        applies), all scored on one image.
+
+        Toy-world shape words in the caption enable exact noun swaps among the toy world's
+        shapes; other captions swap the heads of their phrases.
+
+        Raises:
+            InputError: unusable image, no caption, or a caption none of the perturbations
+                applies to.
+        """
+        from shan.data.perturb import PERTURBATION_KINDS, WordLists, perturb
+        from shan.data.vocab import tokenize
+        from shan.toyworld.lexicon import PLURALS, SHAPE_WORDS
+
+        if caption is None or (isinstance(caption, str) and not caption.strip()):
+            raise InputError("Please enter a caption to make minimal pairs of.")
+        (cap,), notices = parse_captions(caption, max_captions=1)
+        shapes = {w for ws in SHAPE_WORDS.values() for w in ws}
+        shapes |= {PLURALS.get(w, w + "s") for w in shapes}
+        nouns = tuple(sorted(shapes)) if shapes & set(tokenize(cap)) else ()
+        made = perturb(
+            cap, seed=seed, words=WordLists(nouns=nouns), kinds=kinds or PERTURBATION_KINDS
+        )
+        if not made:
+            raise InputError(
+                "No minimal pair can be made from this caption: it has no colour, shape, size, "
+                "relation or count word to change (try “a red circle left of a blue square”)."
+            )
+        made = made[: MAX_CAPTIONS - 1]
+        img, img_notes = load_image(image)
+        result = self._match(
+            img, [cap] + [p.text for p in made], img_notes + notices, text_notices=1
+        )
+        return PairsResult(result, made, self.weights())
+
+    def weights(self) -> dict[str, float]:
+        """``w_s`` of each step (0 for a step the model switches off)."""
+        return {
+            k: (float(w) if self.enabled.get(k, True) else 0.0)
+            for k, w in zip(("l2l", "g2l", "g2g"), self.step_weights)
+        }
 
     def explain_image(self, result: SearchResult, i: int) -> StepExplanation:
         """The explanation of the search caption with image ``i`` (computed once, then kept).
@@ -841,6 +927,7 @@ __all__ = [
     "Example",
     "InputError",
     "MatchResult",
+    "PairsResult",
     "SearchResult",
     "SetupError",
     "load_examples",

@@ -130,6 +130,37 @@ that adds little to S can still be the one that separates a true caption from it
 negative — the right-hand bars, and the text below, say which step does.
 """
 
+PAIRS_HOWTO = """\
+A *minimal pair* differs from a caption in one controlled way. The app makes them from caption
+A alone — two colours or two shapes exchanged, a size changed, the two sides of a relation
+exchanged or the relation reversed, a count changed by one, a word moved to another object —
+scores them all on the image, and shows for each which score still prefers the true caption
+(green, ✓) and which is fooled (red, ✗). A model that only matches words to objects will miss
+the pairs that keep the same words: relation swaps and word order.
+"""
+
+SCENE_HOWTO = """\
+**Make your own test scene.** Switch on up to five objects, choose each one's shape, colour,
+size, pattern and place, and a background; **Draw** renders it with the same renderer that made
+the model's training pictures, and the toy world's own grammar writes its true captions and a
+*hard negative* (two colours swapped — false for this scene). **Mirror** moves every object to
+the other side. Then send the scene to **Match** (its captions ranked) or **Compare** (a true
+caption against its hard negative).
+"""
+
+SCENE_READ = """\
+* **Positions.** Draw a red circle left of a blue square, Match "a red circle left of a blue
+  square" and "a blue square left of a red circle"; then Mirror and Match again. Did the ranking
+  flip? If not, the model does not read positions.
+* **Binding.** A red circle and a blue square: does "a blue circle and a red square" (the same
+  words!) score lower? Compare shows which step notices.
+* **Counting.** Two red circles, then three: does "two red circles" follow?
+* **Unknown words.** The vocabulary above lists the words the model knows; a word it does not
+  know is read as *unknown* and means nothing to it.
+* A scene the world's rules forbid (an object hidden by another, too little contrast with the
+  background) is refused with the reason.
+"""
+
 SEARCH_HOWTO = """\
 **Search** turns the question around: upload several images (up to 16) and write **one**
 caption. SHAN scores every image against the caption and ranks them, best first; every label
@@ -159,9 +190,12 @@ __all__ = [
     "INTRO",
     "COMPARE_HOWTO",
     "COMPARE_READ",
+    "PAIRS_HOWTO",
     "MATCH_HOWTO",
     "RANKING",
     "REGIONS",
+    "SCENE_HOWTO",
+    "SCENE_READ",
     "SEARCH_HOWTO",
     "STEP1",
     "STEP2",

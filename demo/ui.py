@@ -67,10 +67,11 @@ def build_demo(pipeline: DemoPipeline, examples: Sequence[Example] = ()) -> gr.B
         with gr.Accordion("What is SHAN? Read me first", open=False, elem_id="intro"):
             gr.Markdown(texts.INTRO, elem_classes=["teach"])
         uis: dict[str, Any] = {}
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:
             for tab in TABS:
                 with gr.Tab(tab.TITLE, id=tab.ID, elem_id=f"tab-{tab.ID}"):
                     uis[tab.ID] = tab.render(ctx)
+        uis["tabs"] = tabs  # events that switch tabs return gr.Tabs(selected=...)
         for tab in TABS:
             tab.listen(ctx, uis[tab.ID], uis)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_MAX_SIZE)

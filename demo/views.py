@@ -20,12 +20,32 @@ import pandas as pd
 from demo import explain_text, render
 from demo.card import ModelCard
 from demo.explain_text import STOPWORDS, is_function_word
-from demo.pipeline import CompareResult, MatchResult, SearchResult
+from demo.pipeline import CompareResult, MatchResult, PairsResult, SearchResult
+from shan.explain import SAME_SCORE as SAME
 from shan.explain import STEP_KEYS, StepExplanation, box_heatmap
 
 TABLE_HEADERS = ["Rank", "Caption (as the model reads it)", "S", "S_L2L", "S_G2L", "S_G2G"]
 SEARCH_HEADERS = ["Rank", "Image", "S", "S_L2L", "S_G2L", "S_G2G"]
 COMPARE_HEADERS = ["Score", "caption A", "caption B", "A − B (w·ΔS)", "prefers", "caught it"]
+PAIRS_HEADERS = [
+    "Change",
+    "Minimal pair (changed words in bold)",
+    "ΔS",
+    "ΔS_L2L",
+    "ΔS_G2L",
+    "ΔS_G2G",
+    "prefers the true one",
+]
+KIND_NAMES = {
+    "colour_swap": "colour swap",
+    "shape_swap": "shape swap",
+    "size_swap": "size swap",
+    "relation_swap": "relation swap",
+    "relation_opposite": "opposite relation",
+    "count": "count ±1",
+    "word_order": "word order",
+}
+PREFER_GOOD, PREFER_BAD = "#d9f2d9", "#f8d7d7"  # table cells: prefers the true caption / not
 SCORE_NAMES = {"total": "S (final)", "l2l": "S_L2L (step 1)", "g2l": "S_G2L (step 2)"}
 SCORE_NAMES["g2g"] = "S_G2G (step 3)"
 MAX_PAIR_PICTURES = 3  # Compare: differing words shown side by side at most
@@ -413,7 +433,73 @@ def compare_views(cres: CompareResult, calibration: Any = None) -> dict[str, Any
         "table": compare_table(cres),
         "chart": render.compare_chart(sc, cmp.margins, cal),
         "text": explain_text.compare_text(cmp, cal),
-        "pairs": pair_pictures(cres.match.image, cres),
+        "pairs": stack_pictures([pic for pic, _ in pair_pictures(cres.match.image, cres)]),
+    }
+
+
+def stack_pictures(pictures: Sequence[np.ndarray], gap: int = 8) -> np.ndarray | None:
+    """Pictures one above the other on white (narrower ones centred); None for none."""
+    if not pictures:
+        return None
+    width = max(p.shape[1] for p in pictures)
+    rows = []
+    for k, p in enumerate(pictures):
+        pad = width - p.shape[1]
+        row = np.full((p.shape[0], width, 3), 255, dtype=np.uint8)
+        row[:, pad // 2 : pad // 2 + p.shape[1]] = p
+        rows.append(row)
+        if k < len(pictures) - 1:
+            rows.append(np.full((gap, width, 3), 255, dtype=np.uint8))
+    return np.concatenate(rows, axis=0)
+
+
+def pairs_table(pres: PairsResult) -> pd.DataFrame:
+    """One row per minimal pair: the kind of change, the perturbed caption as the model reads it
+    (changed words in bold, unknown ones marked ``?``), the true caption's margin over it in S
+    and in each step (``w_s ΔS_s``: positive = that score prefers the true caption), and which
+    scores prefer the true one (✓) or the perturbed one (✗)."""
+    res = pres.match
+    rows = []
+    for p, (pert, margin) in enumerate(zip(pres.perturbations, pres.margins)):
+        words = res.display_words(p + 1)
+        marked = set(pert.changed)
+        text = " ".join(f"**{w}**" if j in marked else w for j, w in enumerate(words))
+        verdict = " ".join(
+            f"{name} {'✓' if d > SAME else '✗' if d < -SAME else '='}"
+            for name, d in zip(("S", "1", "2", "3"), margin)
+            if name == "S" or pres.weights.get(STEP_KEYS[int(name) - 1], 1.0) != 0.0
+        )
+        rows.append(
+            [KIND_NAMES.get(pert.kind, pert.kind), text, *(_fmt(v) for v in margin), verdict]
+        )
+    return pd.DataFrame(rows, columns=PAIRS_HEADERS)
+
+
+def pairs_styled(table: pd.DataFrame) -> Any:
+    """:func:`pairs_table` with the margin cells coloured: green where the score prefers the true
+    caption, red where it prefers the minimal pair."""
+
+    def colour(v: Any) -> str:
+        if not isinstance(v, (int, float)) or abs(v) < SAME:
+            return ""
+        return f"background-color: {PREFER_GOOD if v > 0 else PREFER_BAD}"
+
+    return table.style.map(colour, subset=PAIRS_HEADERS[2:6]).format(
+        precision=3, subset=PAIRS_HEADERS[2:6]
+    )
+
+
+def pairs_views(pres: PairsResult) -> dict[str, Any]:
+    """The minimal-pairs table (styled) and the text that sums it up."""
+    return {
+        "table": pairs_styled(pairs_table(pres)),
+        "text": explain_text.pairs_text(
+            pres.match.captions[0],
+            pres.perturbations,
+            pres.margins,
+            pres.weights,
+            [KIND_NAMES.get(p.kind, p.kind) for p in pres.perturbations],
+        ),
     }
 
 
@@ -522,7 +608,9 @@ def card_facts(card: ModelCard) -> str:
 
 __all__ = [
     "COMPARE_HEADERS",
+    "KIND_NAMES",
     "MATCH_VIEWS",
+    "PAIRS_HEADERS",
     "SEARCH_HEADERS",
     "STEP_VIEWS",
     "TABLE_HEADERS",
@@ -539,10 +627,14 @@ __all__ = [
     "image_label",
     "match_views",
     "pair_pictures",
+    "pairs_styled",
+    "pairs_table",
+    "pairs_views",
     "ranking_table",
     "search_image_views",
     "search_views",
     "shown_words",
+    "stack_pictures",
     "step2_views",
     "step3_views",
     "thumbnail_label",

@@ -8,8 +8,8 @@ globals. :func:`demo.ui.build_demo` renders them all, then lets each listen.
 
 from __future__ import annotations
 
-from demo.tabs import about, compare, match, search
+from demo.tabs import about, compare, match, scene, search
 
-TABS = (match, compare, search, about)
+TABS = (match, compare, scene, search, about)
 
 __all__ = ["TABS"]

@@ -2,7 +2,10 @@
 
 Caption A (say the true one) and caption B (its hard negative) are scored on the same regions:
 their words with the differing ones highlighted, each step's part of the score gap, the
-differing words' heatmaps next to each other. Events: ``compare`` / ``compare_example``.
+differing words' heatmaps next to each other. Below, **automatic minimal pairs** of caption A:
+its colour / shape / size swaps, relation swap and opposite, count change and word order, all
+scored on the image, in one table of which step prefers the true caption. Events: ``compare``
+/ ``compare_example``, ``minimal_pairs``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from demo.uploads import image_input
 
 ID = "compare"
 TITLE = "Compare: two captions"
-REFUSALS = {"compare": IMAGE_REFUSED, "compare_example": IMAGE_REFUSED}
+REFUSALS = {
+    "compare": IMAGE_REFUSED,
+    "compare_example": IMAGE_REFUSED,
+    "minimal_pairs": IMAGE_REFUSED,
+}
 #: the Compare views, in the order of :meth:`CompareUI.outputs` (after the notices)
 COMPARE_VIEWS = ("words_a", "words_b", "table", "chart", "text", "pairs")
 HIGHLIGHT = {"changed": "#ffb000", "unknown": "#bbbbbb"}
@@ -46,10 +53,17 @@ class CompareUI:
     table: gr.Dataframe
     chart: gr.Image
     text: gr.Markdown
-    pairs: gr.Gallery
+    pairs: gr.Image
+    pairs_button: gr.Button
+    pairs_notices: gr.Markdown
+    pairs_table: gr.Dataframe
+    pairs_text: gr.Markdown
 
     def outputs(self) -> list[Any]:
         return [self.notices, *(getattr(self, n) for n in COMPARE_VIEWS)]
+
+    def pairs_outputs(self) -> list[Any]:
+        return [self.pairs_notices, self.pairs_table, self.pairs_text]
 
 
 def make_on_compare(ctx: Context):
@@ -107,18 +121,30 @@ def render(ctx: Context) -> CompareUI:
             )
     chart = picture("Which step caught it", "compare-chart")
     teach(texts.COMPARE_READ)
-    pairs = gr.Gallery(
-        label="The differing words, side by side (step 1 heatmaps: A's word | B's word)",
-        columns=1,
-        height="auto",
-        allow_preview=False,
-        elem_id="compare-pairs",
-        elem_classes=["labelled-gallery"],
-        object_fit="contain",
+    pairs = picture(
+        "The differing words, side by side (step 1 heatmaps: A's word | B's word)",
+        "compare-pairs",
+        show_label=True,
     )
+    with gr.Accordion("Automatic minimal pairs of caption A", open=True, elem_id="pairs-box"):
+        gr.Markdown(texts.PAIRS_HOWTO)
+        pairs_button = gr.Button(
+            "Make the minimal pairs of caption A", variant="secondary", elem_id="pairs-btn"
+        )
+        pairs_notices = gr.Markdown(elem_id="pairs-notices")
+        pairs_text = gr.Markdown(elem_id="pairs-summary")
+        pairs_table = gr.Dataframe(
+            headers=views.PAIRS_HEADERS,
+            datatype=["str", "markdown", "number", "number", "number", "number", "str"],
+            label="The true caption minus each pair (green: that score prefers the true one)",
+            interactive=False,
+            wrap=True,
+            column_widths=["12%", "40%", "8%", "8%", "8%", "8%", "16%"],
+            elem_id="pairs-table",
+        )
     ui = CompareUI(
         image, caption_a, caption_b, button, examples_slot, notices, words_a, words_b, table,
-        chart, text, pairs,
+        chart, text, pairs, pairs_button, pairs_notices, pairs_table, pairs_text,
     )  # fmt: skip
     pairs_examples = [ex for ex in ctx.examples if ex.captions and ex.hard_negative]
     if pairs_examples:
@@ -131,9 +157,7 @@ def render(ctx: Context) -> CompareUI:
                 run_on_click=True,
                 cache_examples=False,
                 label="Examples — a true caption (A) and its hard negative (B)",
-                example_labels=[
-                    f"{i + 1} · true vs. hard negative" for i in range(len(pairs_examples))
-                ],
+                visible_columns=[0],  # the pictures only: compact
                 api_name="compare_example",
                 elem_id="compare-examples",
             )
@@ -141,6 +165,21 @@ def render(ctx: Context) -> CompareUI:
 
 
 def listen(ctx: Context, ui: CompareUI, tabs: dict[str, Any]) -> None:
+    @gpu
+    @friendly("making the minimal pairs")
+    def on_pairs(image: Any, caption: Any) -> tuple:
+        result = ctx.pipeline.minimal_pairs(image_input(image, ctx.roots), caption)
+        notes = warn(result.notices)
+        v = views.pairs_views(result)
+        return notes, v["table"], v["text"]
+
+    ui.pairs_button.click(
+        on_pairs,
+        inputs=[ui.image, ui.caption_a],
+        outputs=ui.pairs_outputs(),
+        api_name="minimal_pairs",
+        **RAW,
+    )
     ui.button.click(
         make_on_compare(ctx),
         inputs=[ui.image, ui.caption_a, ui.caption_b],
