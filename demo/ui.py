@@ -46,8 +46,10 @@ CSS = """
 }
 .compact-examples .label {font-size: 0.85em;}
 @media (max-width: 640px) {
-  .tab-container button, .tab-wrapper button {padding: 4px 6px; font-size: 0.85em;}
+  h1 {font-size: 1.3em !important;}
   #model-banner {font-size: 0.85em;}
+  /* tables keep readable columns and scroll sideways inside their box */
+  #ranking table, #search-table table, #compare-table table, #pairs-table table {min-width: 560px;}
 }
 """
 

@@ -81,7 +81,11 @@ def render(prefix: str = "", item: str = "caption") -> StepsUI:
             with gr.Column(scale=2, min_width=260):
                 word_summary = gr.Markdown(elem_id=f"{prefix}word-summary")
                 teach(texts.STEP1)
-        with gr.Accordion("Every word at once (click one to choose it)", open=False):
+        with gr.Accordion(
+            "Every word at once (click one to choose it)",
+            open=False,
+            elem_id=f"{prefix}step1-gallery-box",
+        ):
             thumbnails = gr.Gallery(
                 label=f"Step 1 · each word's heatmap on this {item}'s image",
                 show_label=False,
@@ -92,7 +96,9 @@ def render(prefix: str = "", item: str = "caption") -> StepsUI:
                 elem_classes=["labelled-gallery"],
                 object_fit="contain",
             )
-        with gr.Accordion("The word × region matrices", open=False):
+        with gr.Accordion(
+            "The word × region matrices", open=False, elem_id=f"{prefix}step1-matrix-box"
+        ):
             matrix = picture("Step 1 · word × region matrix", f"{prefix}step1-matrix")
     with gr.Accordion(
         "Step 2 · the whole caption ↔ regions, the whole image ↔ words (global-to-local)",
