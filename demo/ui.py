@@ -40,9 +40,15 @@ CSS = """
 #model-banner p {margin: 2px 0;}
 .dark #model-banner {background: #3a2f10;}
 /* gallery captions: below the picture, in full (Gradio overlays them, cut to one line) */
+.labelled-gallery .thumbnail-item {
+  height: auto !important; aspect-ratio: auto !important; overflow: visible !important;
+  display: flex !important; flex-direction: column !important;
+}
+.labelled-gallery .thumbnail-item img {width: 100%; height: auto !important; object-fit: contain;}
 .labelled-gallery .caption-label {
-  position: static; max-width: 100%; white-space: normal; opacity: 1; border: none;
-  background: none; padding: 2px 0 0 0;
+  position: static !important; max-width: 100% !important; white-space: normal !important;
+  opacity: 1 !important; border: none !important; background: none !important;
+  padding: 2px 4px !important;
 }
 .compact-examples .label {font-size: 0.85em;}
 @media (max-width: 640px) {

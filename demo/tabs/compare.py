@@ -121,11 +121,8 @@ def render(ctx: Context) -> CompareUI:
             )
     chart = picture("Which step caught it", "compare-chart")
     teach(texts.COMPARE_READ)
-    pairs = picture(
-        "The differing words, side by side (step 1 heatmaps: A's word | B's word)",
-        "compare-pairs",
-        show_label=True,
-    )
+    gr.Markdown("**The differing words, side by side** — step 1 heatmaps: A's word | B's word")
+    pairs = picture("The differing words, side by side", "compare-pairs")
     with gr.Accordion("Automatic minimal pairs of caption A", open=True, elem_id="pairs-box"):
         gr.Markdown(texts.PAIRS_HOWTO)
         pairs_button = gr.Button(

@@ -110,8 +110,10 @@ def render(ctx: Context) -> SearchUI:
             examples_slot = gr.Column(elem_classes=["compact-examples"])
         with gr.Column(scale=3, min_width=300):
             notices = gr.Markdown(elem_id="search-notices")
+            gr.Markdown("**Images, best match first** — click one to see its steps")
             gallery = gr.Gallery(
-                label="Images, best match first (click one to see its steps)",
+                label="Images, best match first",
+                show_label=False,
                 columns=3,
                 height="auto",
                 allow_preview=False,
