@@ -250,6 +250,30 @@ def parse_captions(
     return caps, notices
 
 
+def order_notices(words: Sequence[Sequence[str]], scores: np.ndarray) -> list[str]:
+    """A notice for every two captions made of the same words in another order ("a red circle
+    left of a blue square" / "a blue square left of a red circle"): only the order tells them
+    apart, which a model matching words to regions may not read.
+
+    Args:
+        words: each caption's tokens; scores: ``(M, 4)``, column 0 the final score.
+    """
+    out = []
+    seen: dict[tuple[str, ...], int] = {}
+    for m, ws in enumerate(words):
+        key = tuple(sorted(ws))
+        first = seen.setdefault(key, m)
+        if first != m and list(words[first]) != list(ws):
+            a, b = float(scores[first, 0]), float(scores[m, 0])
+            out.append(
+                f"Captions {first + 1} and {m + 1} use the same words in another order "
+                f"(S = {a:.3f} and {b:.3f}): only the order tells them apart. Whether the model "
+                "reads order (relations, which colour goes with which shape) is in the banner "
+                "above; the Compare tab's minimal pairs test it."
+            )
+    return out
+
+
 def region_names(regions: Regions) -> list[str]:
     """``"red ball"``-style names: attribute + class (either may be empty)."""
     names = []
@@ -650,7 +674,9 @@ class DemoPipeline:
         caps, cap_notes = parse_captions(captions)
         img, notices = load_image(image)
         notices += cap_notes
-        return self._match(img, caps, notices, explain_all)
+        result = self._match(img, caps, notices, explain_all)
+        result.notices += order_notices(result.batch.words, result.scores)
+        return result
 
     def _match(
         self,

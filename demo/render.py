@@ -848,7 +848,7 @@ def shares_chart(
     two = margins is not None
     rows = 2 if two and stacked else 1
     fig_w = 11.0 if two and not stacked else 7.0
-    fig_h = 3.0 if rows == 1 else 4.4
+    fig_h = 3.0 if rows == 1 else 3.8
     fig = _figure(fig_w, fig_h)
     names = [STEP_LABELS[k] for k in keys] + [STEP_LABELS["total"]]
     colors = [STEP_COLORS[k] for k in keys] + [STEP_COLORS["total"]]
@@ -882,7 +882,7 @@ def shares_chart(
         if rows == 1:
             y0, h = 0.6, 1.74
         else:
-            y0, h = fig_h - 0.3 - (row + 1) * row_h + 0.5, row_h - 0.85
+            y0, h = fig_h - 0.3 - (row + 1) * row_h + 0.5, row_h - 0.8
         ax = fig.add_axes((x0 / fig_w, y0 / fig_h, (width - 0.2) / fig_w, h / fig_h))
         y = np.arange(4)
         ax.barh(y, values, color=colors)

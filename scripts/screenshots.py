@@ -236,6 +236,10 @@ class Tour:
         from PIL import Image
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.evaluate(  # notices stay on the page; their pop-up copies would cover it
+            "() => document.querySelectorAll('.toast-wrap, [data-testid=\"toast-body\"]')"
+            ".forEach(e => e.remove())"
+        )
         self.page.evaluate("window.scrollTo(0, 0)")
         time.sleep(0.3)
         raw = path.with_suffix(".raw.png")

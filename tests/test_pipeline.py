@@ -271,6 +271,18 @@ def test_search_explains_any_image_on_demand_from_its_stored_regions(pipe):
         pipe.explain_image(r, 3)
 
 
+def test_same_words_in_another_order_are_pointed_out(pipe, img_path):
+    r = pipe.match(
+        img_path,
+        "a red circle left of a blue square\na blue square left of a red circle\na red circle",
+    )
+    said = [n for n in r.notices if "same words in another order" in n]
+    assert len(said) == 1 and said[0].startswith("Captions 1 and 2")
+    assert f"{r.scores[0, 0]:.3f}" in said[0] and f"{r.scores[1, 0]:.3f}" in said[0]
+    plain = pipe.match(img_path, "a red circle\na blue square")
+    assert not [n for n in plain.notices if "another order" in n]
+
+
 def test_vocabulary_lists_the_models_words(pipe):
     words = pipe.vocabulary()
     assert "circle" in words and "<unk>" not in words and "<pad>" not in words

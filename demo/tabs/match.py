@@ -110,7 +110,7 @@ def render(ctx: Context) -> MatchUI:
             )
             captions = gr.Textbox(
                 label=f"Captions — one per line, at most {MAX_CAPTIONS}",
-                lines=4,
+                lines=3,
                 max_lines=6,
                 placeholder="a red circle left of a blue square\na green triangle",
                 elem_id="match-captions",
@@ -125,7 +125,7 @@ def render(ctx: Context) -> MatchUI:
                 interactive=False,
                 wrap=True,
                 column_widths=TABLE_WIDTHS,
-                max_height=420,
+                max_height=300,
                 elem_id="ranking",
             )
             chart = picture("Scores", "scores-chart")

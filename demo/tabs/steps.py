@@ -59,26 +59,22 @@ def render(prefix: str = "", item: str = "caption") -> StepsUI:
     with gr.Accordion(
         "Step 1 · every word ↔ every region (local-to-local)", open=True, elem_id=f"{prefix}step1"
     ):
-        with gr.Row(equal_height=False):
-            word_sel = gr.Radio(
-                label="Word (unknown words end in ?)",
-                choices=[],
-                interactive=True,
-                elem_id=f"{prefix}word-select",
-                scale=4,
-            )
-            all_words = gr.Checkbox(
-                label="also function words (a, of, the, …)",
-                value=False,
-                elem_id=f"{prefix}word-all",
-                scale=1,
-                min_width=140,
-            )
         words_mode = gr.State(False)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 heatmap = picture("Step 1 heatmap of the chosen word", f"{prefix}step1-heatmap")
             with gr.Column(scale=2, min_width=260):
+                word_sel = gr.Radio(
+                    label="Word (unknown words end in ?)",
+                    choices=[],
+                    interactive=True,
+                    elem_id=f"{prefix}word-select",
+                )
+                all_words = gr.Checkbox(
+                    label="also function words (a, of, the, …)",
+                    value=False,
+                    elem_id=f"{prefix}word-all",
+                )
                 word_summary = gr.Markdown(elem_id=f"{prefix}word-summary")
                 teach(texts.STEP1)
         with gr.Accordion(
