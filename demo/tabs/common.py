@@ -148,6 +148,18 @@ def picture(label: str, elem_id: str, **kwargs: Any) -> gr.Image:
     return gr.Image(label=label, elem_id=elem_id, interactive=False, **kwargs)
 
 
+def image_slot(elem_id: str, height: int = 260) -> gr.Image:
+    """An image input: upload or paste, read by the handler itself (``preprocess=False``)."""
+    return gr.Image(
+        label="Image",
+        type="filepath",
+        image_mode=None,
+        sources=["upload", "clipboard"],
+        height=height,
+        elem_id=elem_id,
+    )
+
+
 def teach(text: str, title: str = "How to read this", open: bool = False) -> None:
     """A fixed teaching text in a collapsed accordion (the pictures stay in view)."""
     with gr.Accordion(title, open=open, elem_classes=["teach-box"]):
@@ -175,6 +187,7 @@ __all__ = [
     "flag",
     "friendly",
     "gpu",
+    "image_slot",
     "index",
     "output",
     "picture",

@@ -22,6 +22,7 @@ from demo.tabs.common import (
     Context,
     friendly,
     gpu,
+    image_slot,
     picture,
     teach,
     warn,
@@ -82,14 +83,7 @@ def render(ctx: Context) -> CompareUI:
     gr.Markdown(texts.COMPARE_HOWTO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
-            image = gr.Image(
-                label="Image",
-                type="filepath",
-                image_mode=None,
-                sources=["upload", "clipboard"],
-                height=260,
-                elem_id="compare-image",
-            )
+            image = image_slot("compare-image")
             caption_a = gr.Textbox(
                 label="Caption A (e.g. the true one)", lines=1, elem_id="compare-a"
             )

@@ -28,6 +28,7 @@ from demo.tabs.common import (
     flag,
     friendly,
     gpu,
+    image_slot,
     index,
     output,
     picture,
@@ -100,14 +101,7 @@ def render(ctx: Context) -> MatchUI:
     gr.Markdown(texts.MATCH_HOWTO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
-            image = gr.Image(
-                label="Image",
-                type="filepath",
-                image_mode=None,
-                sources=["upload", "clipboard"],
-                height=260,
-                elem_id="match-image",
-            )
+            image = image_slot("match-image")
             captions = gr.Textbox(
                 label=f"Captions — one per line, at most {MAX_CAPTIONS}",
                 lines=3,

@@ -85,36 +85,27 @@ def render(ctx: Context) -> SceneUI:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):
             rows = []
-            for k, (on, shape, colour, size, pattern, cell) in enumerate(scene.DEFAULT_OBJECTS):
+            for k, values in enumerate(scene.DEFAULT_OBJECTS):
                 with gr.Row(equal_height=True, elem_classes=["scene-object"]):
-                    rows.append(
-                        [
-                            gr.Checkbox(
-                                value=on, label=f"object {k + 1}", min_width=90,
-                                elem_id=f"scene-on-{k}",
-                            ),
+                    row: list[Any] = [
+                        gr.Checkbox(
+                            value=values[0], label=f"object {k + 1}", min_width=90,
+                            elem_id=f"scene-on-{k}",
+                        )
+                    ]  # fmt: skip
+                    for field, value in zip(scene.OBJECT_FIELDS[1:], values[1:]):
+                        menu = "cell" if field == "cell" else field
+                        row.append(
                             gr.Dropdown(
-                                menus["shape"], value=shape, label="shape", min_width=100,
-                                elem_id=f"scene-shape-{k}",
-                            ),
-                            gr.Dropdown(
-                                menus["colour"], value=colour, label="colour", min_width=100,
-                                elem_id=f"scene-colour-{k}",
-                            ),
-                            gr.Dropdown(
-                                menus["size"], value=size, label="size", min_width=90,
-                                elem_id=f"scene-size-{k}",
-                            ),
-                            gr.Dropdown(
-                                menus["pattern"], value=pattern, label="pattern", min_width=90,
-                                elem_id=f"scene-pattern-{k}",
-                            ),
-                            gr.Dropdown(
-                                menus["cell"], value=cell, label="place", min_width=130,
-                                scale=2, elem_id=f"scene-cell-{k}",
-                            ),
-                        ]
-                    )  # fmt: skip
+                                menus[menu],
+                                value=value,
+                                label="place" if field == "cell" else field,
+                                min_width=130 if field == "cell" else 95,
+                                scale=2 if field == "cell" else 1,
+                                elem_id=f"scene-{field}-{k}",
+                            )
+                        )
+                    rows.append(row)
             with gr.Row():
                 background = [
                     gr.Dropdown(menus[f"background_{key}"], value=value, label=f"background {key}",
