@@ -14,6 +14,7 @@ huge image) are made and reported in the result's ``notices``.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -40,6 +41,9 @@ MAX_CAPTION_CHARS = 400  # characters kept per caption (the model also cuts to m
 MAX_IMAGE_SIDE = 1024  # larger images are downscaled
 MIN_IMAGE_SIDE = 32  # smaller images are enlarged (nearest neighbour) so they can be shown
 MAX_SEARCH_IMAGES = 16
+MAX_PIXELS = 36_000_000  # pixels in an image file's header; more is refused before decoding
+MAX_ASPECT = 20  # long side / short side; thinner images are refused
+MAX_CAPTION_TEXT = 20_000  # characters of caption text read at all (10 × 400 and room for spaces)
 
 
 class InputError(ShanError, ValueError):
@@ -54,23 +58,31 @@ class SetupError(ShanError, RuntimeError):
 # Input cleaning
 
 
-def load_image(source: Any) -> tuple[Image.Image, list[str]]:
+def load_image(source: Any, name: str | None = None) -> tuple[Image.Image, list[str]]:
     """Any image PIL can read → an RGB image of sensible size, plus notices about what was done.
 
-    Handles file paths, ``PIL.Image`` and numpy arrays; EXIF orientation (``exif_transpose``);
-    palette/alpha images (composited on white); 16-bit and float grey images (contrast-stretched
-    to 8 bit); images larger than :data:`MAX_IMAGE_SIDE` (downscaled) or smaller than
-    :data:`MIN_IMAGE_SIDE` (enlarged).
+    Handles file paths, encoded bytes (e.g. a pasted ``data:`` URL), ``PIL.Image`` and numpy
+    arrays; EXIF orientation (``exif_transpose``); palette/alpha images (composited on white);
+    16-bit and float grey images (contrast-stretched to 8 bit); images larger than
+    :data:`MAX_IMAGE_SIDE` (downscaled) or smaller than :data:`MIN_IMAGE_SIDE` (enlarged).
+
+    The size is judged from the file's header before any pixel is decoded
+    (:func:`check_image_size`): more than :data:`MAX_PIXELS` pixels, or a side ratio beyond
+    :data:`MAX_ASPECT`, is refused. ``name`` names the image in messages (default: the file name).
 
     Raises:
-        InputError: no image given, or a file that is not an image PIL can read.
+        InputError: no image given, a file that is not an image PIL can read, or one too large or
+            too thin.
     """
     notices: list[str] = []
     if source is None:
         raise InputError("Please upload an image (or pick one of the examples).")
     if isinstance(source, Image.Image):
         im = source
+        check_image_size(im.size, name or "The image")
     elif isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            check_image_size((int(source.shape[1]), int(source.shape[0])), name or "The image")
         try:
             im = Image.fromarray(source)
         except (TypeError, ValueError) as err:
@@ -78,22 +90,17 @@ def load_image(source: Any) -> tuple[Image.Image, list[str]]:
                 f"This array is not an image ({source.dtype}, {source.shape})."
             ) from err
     else:
-        path = Path(str(source))
-        name = path.name
-        if not path.is_file():
-            raise InputError(f"Image file {name!r} was not found.")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(path)
-                im.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise InputError(f"{name!r} has too many pixels to process safely.") from err
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise InputError(
-                f"{name!r} is not an image this app can read (try a PNG or JPEG)."
-            ) from err
-    if getattr(im, "n_frames", 1) > 1:
+        if isinstance(source, (bytes, bytearray)):
+            name = name or "The pasted image"
+            fp: Any = io.BytesIO(source)
+        else:
+            path = Path(str(source))
+            name = name or repr(path.name)
+            if not path.is_file():
+                raise InputError(f"Image file {name} was not found.")
+            fp = path
+        im = _open_within_budget(fp, name)
+    if getattr(im, "is_animated", False):
         im.seek(0)
         notices.append("Animated image: only its first frame is used.")
     try:
@@ -115,6 +122,57 @@ def load_image(source: Any) -> tuple[Image.Image, list[str]]:
             "expect little to be recognised."
         )
     return im, notices
+
+
+def check_image_size(size: tuple[int, int], name: str = "The image") -> None:
+    """Refuse an image of ``size = (width, height)`` that the app will not decode.
+
+    Raises:
+        InputError: more than :data:`MAX_PIXELS` pixels, an empty side, or a ratio of the long side
+            to the short side above :data:`MAX_ASPECT`.
+    """
+    w, h = (int(v) for v in size)
+    if w < 1 or h < 1:
+        raise InputError(f"{name} has no pixels ({w}×{h}).")
+    if w * h > MAX_PIXELS:
+        raise InputError(
+            f"{name} is {w}×{h} pixels ({w * h / 1e6:.0f} megapixels); this app reads images of "
+            f"at most {MAX_PIXELS // 1_000_000} megapixels — please downscale it."
+        )
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise InputError(
+            f"{name} is {w}×{h} pixels, too thin to detect objects in; this app reads images "
+            f"whose long side is at most {MAX_ASPECT}× the short side — please crop or pad it."
+        )
+
+
+def _open_within_budget(fp: Any, name: str) -> Image.Image:
+    """Open an image file lazily, check its header size, then decode it (JPEGs at reduced scale
+    when they will be downscaled anyway)."""
+    try:
+        with warnings.catch_warnings():
+            # PIL warns between MAX_IMAGE_PIXELS and twice that; our own budget decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except Image.DecompressionBombError as err:
+        raise InputError(
+            f"{name} has too many pixels to process safely (at most "
+            f"{MAX_PIXELS // 1_000_000} megapixels)."
+        ) from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{name} is not an image this app can read (try a PNG or JPEG).") from err
+    check_image_size(im.size, name)
+    try:
+        if im.format == "JPEG" and max(im.size) > 2 * MAX_IMAGE_SIDE:
+            im.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # DCT scaling: decode less
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise InputError(
+            f"{name} could not be decoded (a damaged or truncated file?); try a PNG or JPEG."
+        ) from err
+    return im
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -150,17 +208,25 @@ def parse_captions(
     Raises:
         InputError: no caption left.
     """
+    notices = []
     if text is None:
         lines: list[str] = []
     elif isinstance(text, str):
+        if len(text) > MAX_CAPTION_TEXT:
+            text = text[:MAX_CAPTION_TEXT]
+            notices.append(
+                f"The caption text is very long; only its first {MAX_CAPTION_TEXT} characters "
+                "are read."
+            )
         lines = text.splitlines()
+    elif isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+        lines = list(text)
     else:
-        lines = [str(t) for t in text]
+        raise InputError("Captions must be text, one caption per line.")
     caps = [" ".join(line.split()) for line in lines]
     caps = [c for c in caps if c]
     if not caps:
         raise InputError("Please enter at least one caption (one per line).")
-    notices = []
     if len(caps) > max_captions:
         notices.append(f"{len(caps)} captions given; only the first {max_captions} are scored.")
         caps = caps[:max_captions]
@@ -382,6 +448,37 @@ class DemoPipeline:
                 raise InputError(f"The detector found no regions in {which}.")
         return regions
 
+    def _detect_each(
+        self, images: list[Image.Image], names: list[str], notices: list[str]
+    ) -> tuple[list[Regions], list[int]]:
+        """Detect regions in several images, skipping (with a notice naming it) any image the
+        detector fails on or finds nothing in. Returns the regions and the kept indices.
+
+        Raises:
+            InputError: no image is left.
+        """
+        try:
+            found: list[Regions | None] = [r.to("cpu") for r in self.extractor.extract(images)]
+        except Exception:  # one bad image must not sink the others: retry them one by one
+            log.warning("batched detection failed; retrying image by image", exc_info=True)
+            found = []
+            for im, name in zip(images, names):
+                try:
+                    found.append(self.extractor.extract([im])[0].to("cpu"))
+                except Exception:
+                    log.warning("detection failed on %s", name, exc_info=True)
+                    notices.append(f"Skipped {name}: the detector could not process it.")
+                    found.append(None)
+        kept = []
+        for i, (r, name) in enumerate(zip(found, names)):
+            if r is not None and len(r) == 0:
+                notices.append(f"Skipped {name}: the detector found no regions in it.")
+            elif r is not None:
+                kept.append(i)
+        if not kept:
+            raise InputError("The detector found no regions in any of the images.")
+        return [found[i] for i in kept], kept  # type: ignore[misc]
+
     def _encode_text(self, captions: list[str]) -> Any:
         return self.text.encode_batch(captions, self.max_words)
 
@@ -515,19 +612,21 @@ class DemoPipeline:
             items = items[:MAX_SEARCH_IMAGES]
         pics, names = [], []
         for x in items:
-            name = Path(str(x)).name if not isinstance(x, (Image.Image, np.ndarray)) else "image"
+            in_memory = isinstance(x, (Image.Image, np.ndarray, bytes, bytearray))
+            label = f"image {len(pics) + 1}" if in_memory else Path(str(x)).name
             try:
-                im, notes = load_image(x)
+                im, notes = load_image(x, name=repr(label))
             except InputError as err:
                 notices.append(f"Skipped: {err}")
                 continue
             pics.append(im)
-            names.append(name)
-            notices += [f"{name}: {n}" for n in notes]
+            names.append(label)
+            notices += [f"{label}: {n}" for n in notes]
         if not pics:
             raise InputError("None of the uploaded files is an image this app can read.")
         t0 = time.perf_counter()
-        regions = self.detect(pics)
+        regions, kept = self._detect_each(pics, names, notices)
+        pics, names = [pics[i] for i in kept], [names[i] for i in kept]
         t1 = time.perf_counter()
         batch = self._encode_text(caps)
         notices += self._text_notices(batch, caps)

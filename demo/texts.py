@@ -28,12 +28,22 @@ line — and press **Match**. Then pick a caption and a word to see what the mod
 
 RANKING = """\
 ### The ranking
-Each caption gets the final score **S** and its three step scores (left chart; the right chart
-shows each score minus the best caption's, zoomed in, so small gaps between a true caption and
-a hard negative become visible — and you can see which step makes them). Each step score is a
-*cosine similarity* (from −1 to 1): 1 means "points the same way", 0 "unrelated". Captions are
-sorted best first. Words the model has never seen are marked with **?** — it treats them all as
-the same "unknown" word.
+Each caption gets the final score **S** and its three step scores; captions are sorted best
+first. A raw step score has **no fixed meaning** on its own: in a trained model a true caption
+can score S_L2L ≈ 0.05, and a step may give almost every caption the same high score. So the
+chart shows two things instead:
+
+* **left — margins:** each caption's scores *minus the best caption's*, per step (small gaps are
+  enlarged). A true caption and its hard negative differ by little in S; the bars show which
+  step makes the difference.
+* **right — evidence:** each score placed among the scores of true (purple) and non-matching
+  (grey) image–caption pairs of the model's test split, saved with the model. A tick inside the
+  purple box is *typical of a true pair*; inside the grey one, *typical of a non-matching pair*.
+  A step whose two boxes overlap cannot tell them apart. Without such a calibration the chart
+  says so and shows the raw scores only.
+
+Words the model has never seen are marked with **?** — it treats them all as the same
+"unknown" word.
 """
 
 REGIONS = """\
@@ -52,11 +62,13 @@ attention adds up to 1). In the same way each region attends over the words (**�
 *well aligned* when the regions it looks at really resemble it; averaging this over all words and
 regions gives **S_L2L**.
 
-**How to read the pictures.** The heatmap paints each region's β over its box (where boxes
-overlap, the larger β shows) and scales the map so its peak is 1: red = the word looks here,
-blue = it ignores this part; greyed-out parts lie outside every region — the model cannot see
-them at all. The outlined boxes are the word's top 3 regions, with their β.
-The small maps show every word at once. The matrices below have one column per word and one
+**How to read the pictures.** Left, the photo as it is; right, the heatmap: each region's β
+painted over its box (where boxes overlap, the larger β shows), scaled so its peak is 1, over
+the photo turned grey — so an object's own colour cannot pass for heat. **Bright gold = the
+word looks here, black = it ignores this part** (the colour bar gives the values); hatched grey
+parts lie outside every region — the model cannot see them at all. The outlined boxes are the
+word's top 3 regions, with their β. The small pictures show every word at once, each with its
+own colour bar. The matrices below have one column per word and one
 row per region. Left, **β**: each column is one word's attention over the regions (sums to 1) —
 a sharp column (one bright cell) means the word found a clear match, a flat one that it is
 unsure. Right, **α**: each row is one region's attention over the words (sums to 1) — which
@@ -75,10 +87,14 @@ pieces:
 
 **S_G2L** is the average of the two resulting cosines.
 
-**How to read the pictures.** Left heatmap: δ over the image (red = the regions the whole
-caption points to). Right heatmap: the pooling weights, i.e. which regions make up the image
-context. Bar chart: for each word, γ (orange: how much the image attends to it) and its pooling
-weight in the text context (purple). Words with tall bars are the ones the sentence "is about".
+**How to read the pictures.** After the photo: δ over the image (gold = the regions the whole
+caption points to), then the pooling weights, i.e. which regions make up the image context.
+Bar chart: for each word, γ (orange: how much the image context attends to it) and its pooling
+weight in the text context (purple; a dashed line when all words weigh the same). The line
+above the bars names the word with the most weight. Tall bars show where *this model* puts its
+weight — often a small word such as "and" or "of" that links the objects — which is not
+necessarily what the sentence is about. Titles say so when pooling weights are all equal: then
+the context is a plain average and singles nothing out.
 """
 
 STEP3 = """\
@@ -87,10 +103,13 @@ STEP3 = """\
 text context to what it attended to in the image). The two resulting vectors — one for the whole
 image, one for the whole caption — are compared with a single cosine: **S_G2G**.
 
-**How to read the picture.** The bars show what each step adds to the final score
+**How to read the picture.** Left: what each step adds to the final score
 **S = w₁·S_L2L + w₂·S_G2L + w₃·S_G2G** (all weights 1 unless the checkpoint says otherwise), with
 each step's share of the total in brackets. A step with a *negative* bar pulls the score down:
-it found something that does not fit.
+it found something that does not fit. Right: the gap to the other caption (the runner-up, or
+the best one), step by step. **A share of the score is not a share of the decision:** a step
+that adds little to S can still be the one that separates a true caption from its hard
+negative — the right-hand bars, and the text below, say which step does.
 """
 
 SEARCH_HOWTO = """\
@@ -101,9 +120,9 @@ ranking, the step-1 heatmaps show, for the best image, where each word of the ca
 
 SEARCH_HEATMAPS = """\
 ### Step 1 on the best image
-One small map per word: red boxes are the regions that word attended to (β, scaled to the
-word's peak). If the caption is right for the image, each content word should light up a
-matching object.
+One small picture per word, the photo beside its heatmap: gold boxes are the regions that word
+attended to (β, scaled to the word's peak; black = ignored, hatched = no region). If the
+caption is right for the image, each content word should light up a matching object.
 """
 
 ABOUT = """\
@@ -117,8 +136,10 @@ ABOUT = """\
 * **Heatmaps.** Attention weights are per region; a heatmap paints each region's weight over its
   box. They show *where the model looked*, which is not always *why* it decided.
 * **Scores** are cosine similarities in [−1, 1] per step; the final score is their weighted sum.
-  Scores compare captions for one image (or images for one caption); an absolute value has no
-  fixed meaning.
+  A raw value has no fixed meaning; when the model was saved with a calibration (its scores on
+  the true and non-matching pairs of its test split), each score is also placed among those.
+* **Colours.** Every attention picture uses one colour map (inferno: black → purple → red →
+  gold, brighter = more attention) over the photo in grey.
 """
 
 __all__ = [

@@ -5,6 +5,11 @@ module globals), so choosing another caption or word redraws the step views from
 explanation without running the detector or the model again. Every handler turns user mistakes
 (:class:`demo.pipeline.InputError`) into a ``gr.Error`` with the message, and any unexpected
 exception into a short ``gr.Error`` while the traceback goes to the server log.
+
+What arrives from the network is checked before a handler runs (:mod:`demo.uploads`): file inputs
+are upload paths only, ``data:`` URLs obey the upload limit, and errors Gradio raises while reading
+inputs become the app's own messages. Handlers that can be called through the API alone
+(``/explain_caption``, ``/explain_word``, ``/choose_word``) check their session state and indices.
 """
 
 from __future__ import annotations
@@ -13,21 +18,33 @@ import functools
 import logging
 import string
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from demo import gradio_compat, render, texts
+from demo import explain_text, gradio_compat, render, texts
+from demo.explain_text import STOPWORDS
 from demo.pipeline import (
     MAX_CAPTIONS,
+    MAX_PIXELS,
     MAX_SEARCH_IMAGES,
     DemoPipeline,
     Example,
     InputError,
     MatchResult,
     SearchResult,
+)
+from demo.uploads import (
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_TEXT,
+    GuardedBlocks,
+    file_inputs,
+    image_input,
+    upload_roots,
 )
 from shan.explain import StepExplanation, box_heatmap
 
@@ -45,7 +62,7 @@ except ImportError:  # anywhere else: a no-op
 
 CONCURRENCY_LIMIT = 2  # requests computed at once (the CPU has few cores; more only queue)
 QUEUE_MAX_SIZE = 64  # requests waiting at most; more are refused with "queue full"
-MAX_FILE_SIZE = "20mb"  # upload limit per file
+MAX_FILE_SIZE = MAX_UPLOAD_BYTES  # upload limit per file (data: URLs are held to it too)
 STATE_TTL_S = 3600  # a session's stored match result is dropped after an hour without use
 STATE_SESSIONS = 256  # at most this many sessions keep a stored result (a few MB each)
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber")
@@ -88,6 +105,52 @@ def friendly(action: str) -> Callable[[Callable], Callable]:
     return deco
 
 
+NO_RESULT = "There is no match result in this session yet: run Match first."
+PICK_CAPTION = "Pick one of the listed captions."
+PICK_WORD = "Pick one of the caption's words."
+IMAGE_REFUSED = (
+    f"The image could not be used; please upload a PNG or JPEG file (at most {MAX_UPLOAD_TEXT})."
+)
+FILES_REFUSED = (
+    f"The files could not be used; please upload PNG or JPEG images (at most {MAX_UPLOAD_TEXT} "
+    "each)."
+)
+#: the app's message when Gradio cannot read an event's inputs (by api_name)
+REFUSALS = {
+    "match": IMAGE_REFUSED,
+    "match_submit": IMAGE_REFUSED,
+    "match_example": IMAGE_REFUSED,
+    "search": FILES_REFUSED,
+    "search_submit": FILES_REFUSED,
+    "search_example": FILES_REFUSED,
+    "on_match": IMAGE_REFUSED,  # an example click runs the handler under its own name
+    "on_search": FILES_REFUSED,
+    "explain_caption": "Pick one of the listed captions (after running Match).",
+    "explain_word": "Pick one of the listed captions and one of its words (after running Match).",
+    "choose_word": "Pick one of the listed captions and one of its words (after running Match).",
+}
+
+
+def _stored_result(result: Any) -> MatchResult:
+    """The session's match result, or an :class:`InputError` saying to run Match first."""
+    if not isinstance(result, MatchResult):
+        raise InputError(NO_RESULT)
+    return result
+
+
+def _index(value: Any, n: int, message: str) -> int:
+    """``value`` as an index in ``[0, n)`` (an int, an integral float or a digit string)."""
+    if isinstance(value, bool):
+        raise InputError(message)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 10:
+        value = int(value.strip())
+    if not isinstance(value, int) or not 0 <= value < n:
+        raise InputError(message)
+    return value
+
+
 def _warn(notices: Sequence[str]) -> str:
     """Show notices as toasts and return them as Markdown for the page."""
     for note in notices:
@@ -119,11 +182,6 @@ def caption_choices(result: MatchResult) -> list[tuple[str, int]]:
         (f"{r}. {render.shorten(result.captions[m], 70)}  (S = {result.scores[m, 0]:.3f})", m)
         for r, m in enumerate(result.order, start=1)
     ]
-
-
-STOPWORDS = frozenset(
-    "a an the of on in at to and or is are with its it this that by for from as be".split()
-)
 
 
 def default_word(expl: StepExplanation) -> int:
@@ -168,7 +226,7 @@ def word_thumbnails(image: Any, expl: StepExplanation) -> list[tuple[np.ndarray,
         )
         (i, b), *_ = expl.top_regions(j, 1)
         label = f"{j + 1}. “{w}” → #{i} {expl.region_labels[i]} (β={b:.2f})"
-        out.append((render.overlay(image, heat, max_side=240), label))
+        out.append((render.heat_thumbnail(image, heat), label))
     return out
 
 
@@ -191,37 +249,65 @@ def word_summary(expl: StepExplanation, j: int) -> str:
 
 
 def step2_views(image: Any, expl: StepExplanation) -> tuple[np.ndarray, np.ndarray]:
-    """Step 2: δ and image-pooling heatmaps side by side; γ and text-pooling bars per word."""
+    """Step 2: the photo, δ and image-pooling heatmaps; γ and text-pooling bars per word.
+
+    Titles and the line under the bars are generated from the numbers
+    (:mod:`demo.explain_text`): the most weighted word is named, pooling weights that are all
+    equal are said to be.
+    """
     delta = box_heatmap(expl.delta, expl.boxes, expl.image_size, uncovered=np.nan)
     pool = box_heatmap(expl.img_pool, expl.boxes, expl.image_size, uncovered=np.nan)
-    pic = render.context_regions_image(image, delta, pool)
+    (r, d), *_ = explain_text.top_items(expl.delta, 1)
+    titles = (
+        f"δ: text context → regions (peak {d:.2f} on #{r})",
+        explain_text.pooling_title(
+            "image", expl.img_pool, [f"#{i}" for i in range(len(expl.img_pool))]
+        ),
+    )
+    pic = render.context_regions_image(image, delta, pool, titles=titles)
     bars = render.word_weights_chart(
         expl.display_words,
         expl.gamma,
         expl.txt_pool,
         title="Step 2 · the words seen from the whole image",
+        note=explain_text.step2_words_note(expl),
+        uniform_pool=explain_text.is_uniform(expl.txt_pool),
     )
     return pic, bars
 
 
-def step3_views(expl: StepExplanation) -> tuple[np.ndarray, str]:
-    """Step 3: contributions chart and the sum written out."""
+def step3_views(
+    expl: StepExplanation,
+    captions: Sequence[str] | None = None,
+    scores: np.ndarray | None = None,
+    m: int | None = None,
+    calibration: Any = None,
+) -> tuple[np.ndarray, str]:
+    """Step 3: contributions chart (and, given all captions' ``(M, 4)`` scores and this
+    caption's index ``m``, each step's part of the gap to the other caption), and the text."""
     c, s = expl.contributions, expl.scores
-    chart = render.shares_chart(c, expl.shares, s.get("total", sum(c.values())))
-    off = [k for k, on in expl.enabled.items() if not on]
-    parts = " + ".join(
-        f"{c[k]:+.3f} ({name})" for k, name in (("l2l", "L2L"), ("g2l", "G2L"), ("g2g", "G2G"))
+    margins, reference = None, ""
+    if captions is not None and scores is not None and m is not None:
+        ref = explain_text.reference_caption(scores, m)
+        if ref is not None:
+            weights = explain_text.step_weights_of(expl)
+            margins = explain_text.step_margins(scores, m, ref, weights)
+            reference = captions[ref]
+    chart = render.shares_chart(
+        c, expl.shares, s.get("total", sum(c.values())), margins=margins, reference=reference
     )
-    md = (
-        f"**S_G2G = {s.get('g2g', 0.0):.3f}** — the whole image vs. the whole caption.\n\n"
-        f"Final score **S = {parts} = {s.get('total', 0.0):.3f}**"
-    )
-    if off:
-        md += f"\n\n(Steps switched off in this checkpoint: {', '.join(off)}.)"
+    md = explain_text.step3_text(expl, captions, scores, m, calibration)
     return chart, md
 
 
-def caption_views(result: MatchResult, m: int, j: int | None = None) -> tuple:
+def _calibration(result: Any, calibration: Any = None) -> Any:
+    """The calibration to show: the one given, else the result's (None: none saved)."""
+    return calibration if calibration is not None else getattr(result, "calibration", None)
+
+
+def caption_views(
+    result: MatchResult, m: int, j: int | None = None, calibration: Any = None
+) -> tuple:
     """All step views of caption ``m`` (word ``j``, or the default word); needs its explanation."""
     expl = result.explanations[m]
     if expl is None:
@@ -229,7 +315,9 @@ def caption_views(result: MatchResult, m: int, j: int | None = None) -> tuple:
     if j is None or not 0 <= j < len(expl.words):
         j = default_word(expl)
     s2_pic, s2_bars = step2_views(result.image, expl)
-    s3_chart, s3_md = step3_views(expl)
+    s3_chart, s3_md = step3_views(
+        expl, result.captions, result.scores, m, _calibration(result, calibration)
+    )
     return (
         gr.update(choices=word_choices(expl), value=j),
         word_heatmap(result.image, expl, j),
@@ -243,13 +331,19 @@ def caption_views(result: MatchResult, m: int, j: int | None = None) -> tuple:
     )
 
 
-def match_views(result: MatchResult) -> tuple:
-    """Everything the Match tab shows after a new request (the best caption explained)."""
+def match_views(result: MatchResult, calibration: Any = None) -> tuple:
+    """Everything the Match tab shows after a new request (the best caption explained).
+
+    ``calibration`` (default: ``result.calibration`` when the pipeline sets it) places every
+    score among the true and non-matching pairs saved with the model; without one the charts and
+    texts say that none was saved.
+    """
+    cal = _calibration(result, calibration)
     best = result.order[0]
     ordered = [result.captions[m] for m in result.order]
     return (
         ranking_table(result),
-        render.scores_chart(ordered, result.scores[result.order]),
+        render.ranking_chart(ordered, result.scores[result.order], cal),
         render.regions_image(
             result.image,
             result.regions.boxes.numpy(),
@@ -257,7 +351,7 @@ def match_views(result: MatchResult) -> tuple:
             result.regions.scores.numpy(),
         ),
         gr.update(choices=caption_choices(result), value=best),
-        *caption_views(result, best),
+        *caption_views(result, best, calibration=cal),
     )
 
 
@@ -291,52 +385,54 @@ def build_demo(
 ) -> gr.Blocks:
     """Build the Blocks app around a loaded pipeline (launch it with :func:`launch_kwargs`)."""
     gradio_compat.install()  # identical pictures served concurrently must not be truncated
+    # PIL's own decompression-bomb limit agrees with the app's pixel budget (Gradio uses PIL too)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    # the only files a handler may open: uploads (Gradio's upload folder / cache) and our assets
+    roots = upload_roots(Path(ex.image).parent for ex in examples)
 
     @gpu
     @friendly("matching the captions")
-    def on_match(image: Any, captions: str) -> tuple:
-        result = pipeline.match(image, captions)
+    def on_match(image: Any, captions: Any) -> tuple:
+        result = pipeline.match(image_input(image, roots), captions)
         notes = _warn(result.notices)
         return (notes, *match_views(result), result)
 
     @gpu
     @friendly("explaining the caption")
-    def on_caption(result: MatchResult | None, m: Any) -> tuple:
-        if result is None or m is None:
-            return tuple(gr.skip() for _ in range(10))
-        pipeline.explain(result, int(m))  # SHAN on the stored regions; no new detection
-        return (*caption_views(result, int(m)), result)
+    def on_caption(result: Any, m: Any) -> tuple:
+        result = _stored_result(result)
+        m = _index(m, len(result.captions), PICK_CAPTION)
+        pipeline.explain(result, m)  # SHAN on the stored regions; no new detection
+        return (*caption_views(result, m), result)
 
-    @friendly("showing the word")
-    def on_word(result: MatchResult | None, m: Any, j: Any) -> tuple:
-        if result is None or m is None or j is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        expl = result.explanations[int(m)]
+    def word_views(result: Any, m: Any, j: Any) -> tuple:
+        """``(j, heatmap, summary, matrix)`` of word ``j`` of the stored caption ``m``."""
+        result = _stored_result(result)
+        m = _index(m, len(result.captions), PICK_CAPTION)
+        expl = result.explanations[m]
         if expl is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        j = int(j)
-        if not 0 <= j < len(expl.words):
-            raise InputError("Pick one of the caption's words.")
-        return word_heatmap(result.image, expl, j), word_summary(expl, j), word_matrix(expl, j)
+            raise InputError("Explain this caption first (pick it in the list of captions).")
+        j = _index(j, len(expl.words), PICK_WORD)
+        return j, word_heatmap(result.image, expl, j), word_summary(expl, j), word_matrix(expl, j)
 
     @friendly("showing the word")
-    def on_thumb(result: MatchResult | None, m: Any, evt: gr.SelectData) -> tuple:
-        if result is None or m is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        j = int(evt.index)
-        return (j, *on_word(result, m, j))
+    def on_word(result: Any, m: Any, j: Any) -> tuple:
+        return word_views(result, m, j)[1:]
+
+    @friendly("showing the word")
+    def on_thumb(result: Any, m: Any, evt: gr.EventData) -> tuple:
+        # gr.EventData, not gr.SelectData: an API call without event data must reach this check
+        data = getattr(evt, "_data", None)
+        return word_views(result, m, data.get("index") if isinstance(data, dict) else None)
 
     @gpu
     @friendly("searching the images")
-    def on_search(files: Any, caption: str) -> tuple:
-        if isinstance(files, (str, bytes)) or files is None:
-            files = [files] if files else []
-        paths = [getattr(f, "name", f) for f in files]
-        result = pipeline.search(paths, caption)
+    def on_search(files: Any, caption: Any) -> tuple:
+        result = pipeline.search(file_inputs(files, roots), caption)
         notes = _warn(result.notices)
         return (notes, *search_views(result))
 
-    with gr.Blocks(title="SHAN step-by-step image–text matching") as demo:
+    with GuardedBlocks(title="SHAN step-by-step image–text matching", refusals=REFUSALS) as demo:
         gr.Markdown(f"# {texts.TITLE}")
         if pipeline.description:
             gr.Markdown(f"<small>Loaded: {pipeline.description}</small>")
@@ -493,34 +589,37 @@ def build_demo(
             *step_outputs,
             state,
         ]
+        # preprocess=False: the handlers read the raw inputs themselves (demo.uploads checks the
+        # files; _index/_stored_result the choices), so Gradio never opens a path for them
+        raw = dict(preprocess=False)
         match_event = dict(fn=on_match, inputs=[image_in, captions_in], outputs=match_outputs)
-        match_btn.click(**match_event, api_name="match")
-        captions_in.submit(**match_event, api_name="match_submit")
+        match_btn.click(**match_event, **raw, api_name="match")
+        captions_in.submit(**match_event, **raw, api_name="match_submit")
         caption_sel.input(
             on_caption,
             inputs=[state, caption_sel],
             outputs=[*step_outputs, state],
             api_name="explain_caption",
+            **raw,
         )
         word_sel.input(
             on_word,
             inputs=[state, caption_sel, word_sel],
             outputs=[heat_out, word_md, matrix_out],
             api_name="explain_word",
+            **raw,
         )
         thumbs_out.select(
             on_thumb,
             inputs=[state, caption_sel],
             outputs=[word_sel, heat_out, word_md, matrix_out],
             api_name="choose_word",
+            **raw,
         )
         search_outputs = [s_notices, s_gallery, s_table, s_thumbs, s_heat]
-        search_btn.click(
-            on_search, inputs=[files_in, query_in], outputs=search_outputs, api_name="search"
-        )
-        query_in.submit(
-            on_search, inputs=[files_in, query_in], outputs=search_outputs, api_name="search_submit"
-        )
+        search_event = dict(fn=on_search, inputs=[files_in, query_in], outputs=search_outputs)
+        search_btn.click(**search_event, **raw, api_name="search")
+        query_in.submit(**search_event, **raw, api_name="search_submit")
 
         if examples:
             with match_ex_slot:
@@ -570,12 +669,16 @@ def warm_up(pipeline: DemoPipeline) -> float:
 
 
 def launch_kwargs(host: str, port: int, share: bool = False) -> dict[str, Any]:
-    """Keyword arguments for ``demo.launch`` (server, upload limit, errors shown, theme)."""
+    """Keyword arguments for ``demo.launch`` (server, upload limit, errors, theme).
+
+    ``show_error=False``: only the app's own messages (``gr.Error``) reach a user; the text of any
+    other exception stays in the server log.
+    """
     return {
         "server_name": host,
         "server_port": port,
         "share": share,
-        "show_error": True,
+        "show_error": False,
         "max_file_size": MAX_FILE_SIZE,
         "state_session_capacity": STATE_SESSIONS,
         "theme": THEME,

@@ -10,10 +10,17 @@
 :func:`load_checkpoint` accepts a local directory or a Hugging Face Hub repo id
 (``owner/name``, fetched with ``huggingface_hub.snapshot_download`` only when no such local path
 exists). Anything that does not fit raises :class:`CheckpointError` naming the problem.
+
+Loading checks before it allocates: ``config.json`` is validated field by field
+(:func:`shan.config.validate_model_config`: types, ranges, finite values, size bounds), and the
+tensor shapes the config implies (the model built on PyTorch's ``meta`` device, which allocates
+nothing) are compared with the shapes in the ``model.safetensors`` header (read with
+``safetensors.safe_open``, no tensor loaded). Only a config that fits its weights is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,7 +29,7 @@ from typing import Any
 
 import torch
 
-from shan.config import ModelConfig, from_dict, to_dict
+from shan.config import SIZE_LIMITS, ModelConfig, from_dict, to_dict, validate_model_config
 from shan.data.vocab import (
     TransformerTextProcessor,
     VocabError,
@@ -154,7 +161,7 @@ def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported format_version {version}")
     try:
-        cfg = from_dict(ModelConfig, data["model"])
+        cfg = validate_model_config(from_dict(ModelConfig, data["model"]), complete=True)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from None
     extra = data.get("extra") or {}
@@ -162,16 +169,25 @@ def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 
 def _describe_mismatch(
-    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], limit: int = 8
+    expected: dict[str, tuple[int, ...]],
+    found: dict[str, tuple[int, ...]],
+    cfg: ModelConfig | None = None,
+    limit: int = 8,
 ) -> str:
+    """What differs between two ``{name: shape}`` dicts; with ``cfg``, which size fields of the
+    config give the expected sizes that the weights do not have."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
-    shapes = [
-        f"{k}: checkpoint {tuple(found[k].shape)} vs config {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(found))
-        if tuple(found[k].shape) != tuple(expected[k].shape)
+    differ = [
+        k for k in sorted(set(expected) & set(found)) if tuple(found[k]) != tuple(expected[k])
     ]
+    shapes = [f"{k}: checkpoint {tuple(found[k])} vs config {tuple(expected[k])}" for k in differ]
     parts = []
+    if cfg is not None and differ:
+        sizes = {s for k in differ for s, f in zip(expected[k], found[k]) if s != f}
+        names = [f"{n}={getattr(cfg, n)}" for n in SIZE_LIMITS if getattr(cfg, n) in sizes]
+        if names:
+            parts.append(f"config field {', '.join(names)} does not fit the weights")
     if missing:
         parts.append(f"missing in checkpoint: {', '.join(missing[:limit])}")
     if unexpected:
@@ -179,6 +195,33 @@ def _describe_mismatch(
     if shapes:
         parts.append("shape mismatch: " + "; ".join(shapes[:limit]))
     return " | ".join(parts)
+
+
+def _header_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """``{tensor name: shape}`` from a safetensors file's header; no tensor is loaded."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {weights}: {e}") from None
+
+
+def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]] | None:
+    """``{name: shape}`` of the state dict a model built from ``cfg`` has, without allocating
+    (built on the ``meta`` device); ``None`` when the model cannot be built there (the
+    transformer text encoder reads its backbone from disk)."""
+    from shan.model.shan import SHAN
+
+    if cfg.text_encoder != "gru":
+        return None
+    try:
+        with torch.device("meta"):
+            model = SHAN(dataclasses.replace(cfg))
+    except (ValueError, TypeError, RuntimeError, NotImplementedError, OSError):
+        return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def load_checkpoint(path_or_repo: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -213,6 +256,15 @@ def load_checkpoint(path_or_repo: str | Path, device: torch.device | str = "cpu"
                 f"{vocab_path} has {len(text)} words but config.json says vocab_size="
                 f"{cfg.vocab_size} (vocabulary from another checkpoint?)"
             )
+    found = _header_shapes(weights)
+    expected = _expected_shapes(cfg)
+    if expected is not None:  # before anything is allocated
+        problem = _describe_mismatch(expected, found, cfg)
+        if problem:
+            raise CheckpointError(
+                f"weights in {weights} do not match the config in {d / CONFIG_NAME} "
+                f"(checkpoint from another config?): {problem}"
+            )
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as e:
@@ -221,8 +273,8 @@ def load_checkpoint(path_or_repo: str | Path, device: torch.device | str = "cpu"
         model = SHAN(cfg)
     except (ValueError, FileNotFoundError, OSError) as e:
         raise CheckpointError(f"cannot build the model from {d / CONFIG_NAME}: {e}") from None
-    expected = model.state_dict()
-    problem = _describe_mismatch(expected, state)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problem = _describe_mismatch(shapes, {k: tuple(v.shape) for k, v in state.items()}, cfg)
     if problem:
         raise CheckpointError(
             f"weights in {weights} do not match the config in {d / CONFIG_NAME} "

@@ -200,7 +200,7 @@ def test_vocabulary_beside_the_weights_wins_else_the_packaged_one(tmp_path, capl
 
 
 def test_shan_extract_cli_with_butd(weights_dir, tmp_path, monkeypatch):
-    extract = pytest.importorskip("shan.extract")
+    extract = pytest.importorskip("shan.cli.extract")
     monkeypatch.setattr(butd, "DEFAULT_INFERENCE", SMALL_INF)
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()

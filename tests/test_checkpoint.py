@@ -172,3 +172,105 @@ def test_transformer_checkpoint_roundtrip(tmp_path: Path) -> None:
     assert torch.equal(
         _scores(model, text, feats, caps), _scores(loaded.model, loaded.text, feats, caps)
     )
+
+
+# ---- issue 9, finding 3: config values checked before anything is allocated -------------------
+
+
+def _with_config(tmp_path: Path, **changes) -> Path:
+    model, vocab = _model()
+    out = save_checkpoint(tmp_path / "ck", model, vocab)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["model"].update(changes)
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("embed_dim", -3, r"ModelConfig\.embed_dim must be an integer in \[1, 16384\], got -3"),
+        ("embed_dim", "16", r"embed_dim must be an integer .* got '16' \(str\)"),
+        ("embed_dim", 16.0, r"embed_dim must be an integer .* got 16\.0 \(float\)"),
+        ("embed_dim", None, r"embed_dim must be an integer .* got None"),
+        ("img_dim", 10**9, r"img_dim must be an integer in \[1, 16384\]"),
+        ("vocab_size", 10**9, r"vocab_size must be an integer"),
+        ("max_words", 0, r"max_words must be an integer in \[1, 1024\]"),
+        ("gru_layers", True, r"gru_layers must be an integer .* got True \(bool\)"),
+        ("smooth", float("nan"), r"smooth must be a finite number in \(0\.0, 1000\.0\], got nan"),
+        ("smooth", float("inf"), r"smooth must be a finite number"),
+        ("smooth", 0, r"smooth must be a finite number"),
+        ("mu", float("-inf"), r"mu must be a finite number in \[0\.0, 1\.0\]"),
+        ("mu", 2.5, r"mu must be a finite number in \[0\.0, 1\.0\], got 2\.5"),
+        ("use_l2l", "no", r"use_l2l must be true or false \(a JSON boolean\), got 'no'"),
+        ("use_g2g", 1, r"use_g2g must be true or false"),
+        ("step_weights", [1, "x", 1], r"step_weights must be three finite numbers"),
+        ("step_weights", [1, float("nan"), 1], r"step_weights must be three finite numbers"),
+        ("text_encoder", "lstm", r"text_encoder must be one of 'gru', 'transformer'"),
+    ],
+)
+def test_bad_config_values_are_named(tmp_path: Path, monkeypatch, field, value, message) -> None:
+    import safetensors.torch
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights were loaded for a config that cannot be used")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", no_load)
+    ck = _with_config(tmp_path, **{field: value})
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(ck)
+
+
+def test_all_steps_off_is_refused(tmp_path: Path) -> None:
+    ck = _with_config(tmp_path, use_l2l=False, use_g2l=False, use_g2g=False)
+    with pytest.raises(CheckpointError, match="all false"):
+        load_checkpoint(ck)
+
+
+@pytest.mark.parametrize("field, value", [("embed_dim", 8000), ("img_dim", 4000), ("word_dim", 9)])
+def test_sizes_compared_with_the_header_before_allocating(
+    tmp_path: Path, monkeypatch, field, value
+):
+    """A size within bounds that does not fit the weights is refused from the safetensors header
+    alone: no tensor is read and the model is never built for real (only on the meta device)."""
+    import safetensors.torch
+
+    import shan.model.shan as shan_module
+
+    real_init = shan_module.SHAN.__init__
+    built_for_real = []
+
+    def spy_init(self, cfg, *args, **kwargs):
+        if torch.empty(0).device.type != "meta":
+            built_for_real.append(cfg)
+        real_init(self, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(shan_module.SHAN, "__init__", spy_init)
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: 1 / 0)
+    ck = _with_config(tmp_path, **{field: value})
+    built_for_real.clear()  # _with_config built the model that was saved
+    with pytest.raises(CheckpointError, match=rf"config field {field}={value} does not fit"):
+        load_checkpoint(ck)
+    assert built_for_real == []
+
+
+def test_shipped_embed_dim_8000_does_not_allocate(tmp_path: Path) -> None:
+    """The probe's case: the shipped weights with embed_dim 8000 allocated 3.4 GB before
+    'shape mismatch'. Now the refusal costs (almost) no memory."""
+    import resource
+    import shutil
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "shan"
+    if not (shipped / "config.json").is_file():
+        pytest.skip("no shipped checkpoint")
+    ck = tmp_path / "ck"
+    shutil.copytree(shipped, ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["model"]["embed_dim"] = 8000
+    (ck / "config.json").write_text(json.dumps(cfg))
+    load_checkpoint(shipped)  # warm up imports so the peak below is the refusal's own
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="embed_dim=8000 does not fit"):
+        load_checkpoint(ck)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200
