@@ -70,7 +70,6 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
-CARD_NAME = "README.md"
 #: In a folder that holds a checkpoint beside its detector: the checkpoint's and the detector's
 #: sub-folders (the shipped ``checkpoints/`` layout).
 CHECKPOINT_SUBDIR = "shan"
@@ -183,6 +182,7 @@ class LoadedModel(
         self.config = config if config is not None else model.cfg
         self.extra = dict(extra or {})
         self.path = Path(path)
+        self._saved_extra: dict[str, Any] | None = None  # what the last save wrote (its card)
 
     def __repr__(self) -> str:
         return f"LoadedModel(path={str(self.path)!r}, config={self.config!r})"
@@ -196,7 +196,23 @@ class LoadedModel(
         if link is not None:
             extra["detector"] = _copy_detector(link, self.path, Path(save_directory))
         save_checkpoint(save_directory, self.model, self.text, extra)
-        self._saved_extra = extra  # the card that save_pretrained writes next describes these
+        self._saved_extra = extra  # the card save_pretrained writes next describes these
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Any:
+        """``ModelHubMixin.from_pretrained`` (a directory or ``owner/name``; ``device=``,
+        ``revision=``, ``token=``, ...); every failure is a :class:`CheckpointError`."""
+        where = str(pretrained_model_name_or_path)
+        if not Path(where).expanduser().exists() and not looks_like_hub_id(where):
+            raise _not_found(where)  # before the mixin takes it for a repo id
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except ShanError:
+            raise
+        except (OSError, ValueError) as e:  # the Hub's errors (offline, no such repo or file)
+            raise CheckpointError(
+                f"cannot load {str(pretrained_model_name_or_path)!r}: {type(e).__name__}: {e}"
+            ) from None
 
     @classmethod
     def _from_pretrained(
@@ -248,7 +264,7 @@ class LoadedModel(
             ("alignment steps (weights)", ", ".join(steps) + f" ({_fmt_tuple(cfg.step_weights)})"),
             ("attention temperature λ", cfg.smooth),
         ]
-        extra = getattr(self, "_saved_extra", None) or self.extra
+        extra = self._saved_extra or self.extra
         training_rows = [
             (k, extra[k]) for k in ("data", "train_split", "epoch", "rsum") if k in extra
         ]
@@ -367,6 +383,12 @@ def _checkpoint_in(folder: Path) -> Path:
     return folder
 
 
+def _not_found(text: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint not found: {text} (neither a local directory nor a Hub repo id owner/name)"
+    )
+
+
 def _locate(path_or_repo: str | Path, **hub_kwargs: Any) -> tuple[Path, Path | None]:
     """``(checkpoint directory, root of the Hub snapshot it came from or None)``."""
     p = Path(path_or_repo).expanduser()
@@ -376,9 +398,7 @@ def _locate(path_or_repo: str | Path, **hub_kwargs: Any) -> tuple[Path, Path | N
         return _checkpoint_in(p), None
     text = str(path_or_repo)
     if not looks_like_hub_id(text):
-        raise CheckpointError(
-            f"checkpoint not found: {text} (neither a local directory nor a Hub repo id owner/name)"
-        )
+        raise _not_found(text)
     root = _snapshot(text, "checkpoint", **hub_kwargs)
     return _checkpoint_in(root), root
 
@@ -781,7 +801,6 @@ def load(
 
 
 __all__ = [
-    "CARD_NAME",
     "CHECKPOINT_SUBDIR",
     "CONFIG_NAME",
     "CheckpointError",

@@ -581,3 +581,16 @@ def test_butd_detector_named_by_a_checkpoint_loads(tmp_path: Path) -> None:
     make_checkpoint(tmp_path / "small", img_dim=16, extra=link)  # features do not fit the model
     with pytest.raises(DetectorLinkError, match=r"2048-d region features .* img_dim=16"):
         load(tmp_path / "small", device="cpu")
+
+
+def test_from_pretrained_failures_are_checkpoint_errors(tmp_path: Path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    from shan.checkpoint import LoadedModel
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as tests/conftest.py sets it
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="someone/not-cached"):
+        LoadedModel.from_pretrained("someone/not-cached")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        LoadedModel.from_pretrained(str(tmp_path / "no" / "such" / "dir"))
