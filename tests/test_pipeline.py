@@ -342,11 +342,12 @@ def test_from_checkpoint_takes_the_folder_with_shan_and_detector(tmp_path):
 
 
 def test_detector_that_does_not_fit_the_model_is_one_line(tmp_path):
+    from shan.checkpoint import detector_link
     from tests.app_fixtures import make_checkpoint
 
     root = make_fixture_app_checkpoint(tmp_path).parent
     make_checkpoint(
-        root / "other", img_dim=16, extra={"detector": {"kind": "toy", "weights": "../detector"}}
+        root / "other", img_dim=16, extra={"detector": detector_link("toy", "../detector")}
     )
     with pytest.raises(SetupError) as err:
         DemoPipeline.from_checkpoint(str(root / "other"), device="cpu")
