@@ -412,7 +412,9 @@ class DemoPipeline:
         path = bundle.checkpoint.path
         desc = f"SHAN checkpoint `{path}` · detector `{bundle.detector.kind}` · device `{dev}`"
         card = read_model_card(Path(path))
-        return cls(bundle.model, bundle.text, bundle.extractor, dev, desc, model_card=card)
+        pipe = cls(bundle.model, bundle.text, bundle.extractor, dev, desc, model_card=card)
+        pipe.calibration = bundle.calibration  # None when the checkpoint has no calibration.json
+        return pipe
 
     # ---- steps ------------------------------------------------------------------------------
 

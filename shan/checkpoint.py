@@ -50,6 +50,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
+from shan.calibration import (
+    Calibration,
+    CalibrationError,
+    load_calibration,
+    save_calibration,
+)
 from shan.config import SIZE_LIMITS, ModelConfig, from_dict, to_dict, validate_model_config
 from shan.data.vocab import (
     TransformerTextProcessor,
@@ -167,6 +173,8 @@ class LoadedModel(
         config: the :class:`ModelConfig` it was built from.
         extra: the ``extra`` dict saved with it (training metadata, detector link).
         path: the local checkpoint directory (relative paths in ``extra`` are relative to it).
+        calibration: where each step's score falls among matching and non-matching pairs of the
+            model's test split (:mod:`shan.calibration`, ``calibration.json``), or None.
     """
 
     def __init__(
@@ -176,12 +184,14 @@ class LoadedModel(
         config: ModelConfig | None = None,
         extra: dict[str, Any] | None = None,
         path: str | Path = ".",
+        calibration: Calibration | None = None,
     ) -> None:
         self.model = model
         self.text = text
         self.config = config if config is not None else model.cfg
         self.extra = dict(extra or {})
         self.path = Path(path)
+        self.calibration = calibration
         self._saved_extra: dict[str, Any] | None = None  # what the last save wrote (its card)
 
     def __repr__(self) -> str:
@@ -196,6 +206,8 @@ class LoadedModel(
         if link is not None:
             extra["detector"] = _copy_detector(link, self.path, Path(save_directory))
         save_checkpoint(save_directory, self.model, self.text, extra)
+        if self.calibration is not None:
+            save_calibration(self.calibration, save_directory)
         self._saved_extra = extra  # the card save_pretrained writes next describes these
 
     @classmethod
@@ -713,7 +725,19 @@ def load_checkpoint(
         )
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
-    return LoadedModel(model=model, text=text, config=model.cfg, extra=extra, path=d)
+    return LoadedModel(
+        model=model, text=text, config=model.cfg, extra=extra, path=d, calibration=_calibration(d)
+    )
+
+
+def _calibration(ckpt_dir: Path) -> Calibration | None:
+    """The checkpoint's ``calibration.json``; a broken one is logged and ignored (the model itself
+    is fine, only the "typical of a true pair" readings are lost)."""
+    try:
+        return load_calibration(ckpt_dir)
+    except CalibrationError as e:
+        log.warning("ignoring the calibration of %s: %s", ckpt_dir, e)
+        return None
 
 
 @dataclass
@@ -727,6 +751,7 @@ class ShanBundle:
         checkpoint: the :class:`LoadedModel` (config, extra, path; ``save_pretrained``, ...).
         detector: which detector was loaded, from where.
         device: where both run.
+        calibration: the checkpoint's score calibration (``checkpoint.calibration``), or None.
     """
 
     model: torch.nn.Module
@@ -735,6 +760,10 @@ class ShanBundle:
     checkpoint: LoadedModel
     detector: DetectorRef
     device: torch.device
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return self.checkpoint.calibration
 
 
 def load(

@@ -594,3 +594,29 @@ def test_from_pretrained_failures_are_checkpoint_errors(tmp_path: Path, monkeypa
         LoadedModel.from_pretrained("someone/not-cached")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         LoadedModel.from_pretrained(str(tmp_path / "no" / "such" / "dir"))
+
+
+def test_checkpoint_owns_its_calibration(tmp_path: Path, caplog) -> None:
+    """calibration.json is read with the checkpoint, carried by save_pretrained, and a broken one
+    is ignored with a warning (the model still loads)."""
+    from shan.calibration import calibrate_scores, save_calibration
+
+    model, vocab = _model()
+    out = save_checkpoint(tmp_path / "ck", model, vocab)
+    assert load_checkpoint(out).calibration is None
+    feats = torch.randn(4, 5, 12)
+    caps = [CAPS[i % len(CAPS)] for i in range(20)]
+    model.eval()
+    with torch.no_grad():
+        b = vocab.encode_batch(caps, 10)
+        scores = model.score(model.encode_images(feats), model.encode_captions(b))
+    save_calibration(calibrate_scores(scores), out)
+    loaded = load_checkpoint(out)
+    assert loaded.calibration is not None
+    assert loaded.calibration.to_dict() == calibrate_scores(scores).to_dict()
+    again = loaded.save_pretrained(tmp_path / "copy") or tmp_path / "copy"
+    assert load_checkpoint(again).calibration.to_dict() == loaded.calibration.to_dict()
+    (out / "calibration.json").write_text("{not json")
+    with caplog.at_level("WARNING"):
+        broken = load_checkpoint(out)
+    assert broken.calibration is None and "calibration" in caplog.text
