@@ -19,7 +19,7 @@ from shan.explain import (
     credited_steps,
     score_margins,
 )
-from tests.app_fixtures import make_pipeline, scene
+from tests.app_fixtures import make_pipeline, scene, synthetic_calibration
 
 TRUE = "a red circle left of a blue square"
 SWAPPED = "a blue circle left of a red square"
@@ -183,6 +183,20 @@ def test_compare_views(compared):
     assert chart.dtype == np.uint8 and chart.shape[2] == 3 and chart.std() > 5
     assert pairs.shape[0] > 2 * 200  # two differing words, one above the other
     assert "Words that differ — in A: “red”, “blue”" in v["text"]
+
+
+def test_compare_with_a_calibration_places_both_captions(pipe):
+    cal = synthetic_calibration()
+    plain = views.compare_views(pipe.compare(scene(), TRUE, SWAPPED))
+    pipe.calibration = cal
+    try:
+        v = views.compare_views(pipe.compare(scene(), TRUE, SWAPPED))
+    finally:
+        pipe.calibration = None
+    assert "As evidence" in v["text"] and "As evidence" not in plain["text"]
+    purple = np.array([int(render.MATCH_COLOR[i : i + 2], 16) for i in (1, 3, 5)])
+    count = lambda pic: int((np.abs(pic.astype(int) - purple).max(-1) <= 8).sum())  # noqa: E731
+    assert count(v["chart"]) > 100 and count(plain["chart"]) == 0
 
 
 def test_compare_text_says_who_wins_from_the_gap(compared):

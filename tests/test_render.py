@@ -15,7 +15,7 @@ from demo import render, ui, views
 from demo.pipeline import InputError
 from demo.tabs.common import friendly
 from shan.explain import box_heatmap
-from tests.app_fixtures import REPO, make_pipeline, scene
+from tests.app_fixtures import REPO, make_pipeline, scene, synthetic_calibration
 
 
 @pytest.fixture(scope="module")
@@ -236,24 +236,6 @@ def test_charts_handle_edge_cases():
     assert thin.shape[0] >= 64 and thin.dtype == np.uint8
 
 
-def _synthetic_calibration(n: int = 30):
-    from shan.calibration import calibrate_scores
-
-    rng = np.random.default_rng(0)
-    match = (np.arange(5 * n)[None, :] // 5) == np.arange(n)[:, None]
-    mats = {}
-    for key, (mu1, mu0, sd) in {
-        "total": (1.2, 0.2, 0.2),
-        "l2l": (0.05, -0.3, 0.05),
-        "g2l": (0.75, 0.7, 0.05),
-        "g2g": (0.4, -0.5, 0.2),
-    }.items():
-        m = rng.normal(mu0, sd, match.shape)
-        m[match] += mu1 - mu0
-        mats[key] = m
-    return calibrate_scores(mats, source={"split": "synthetic test"})
-
-
 def _count_colour(pic: np.ndarray, hex_colour: str, tol: int = 12) -> int:
     rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
     return int((np.abs(pic.astype(int) - rgb).max(-1) <= tol).sum())
@@ -262,13 +244,13 @@ def _count_colour(pic: np.ndarray, hex_colour: str, tol: int = 12) -> int:
 def test_ranking_chart_shows_the_distributions_only_with_a_calibration():
     scores = np.array([[1.3, 0.06, 0.76, 0.5], [0.4, -0.2, 0.74, -0.3]])
     caps = ["a true caption", "its hard negative"]
-    with_cal = render.ranking_chart(caps, scores, _synthetic_calibration())
+    with_cal = render.ranking_chart(caps, scores, synthetic_calibration())
     without = render.ranking_chart(caps, scores, None)
     assert _count_colour(with_cal, render.MATCH_COLOR) > 200  # the true-pair boxes
     assert _count_colour(with_cal, render.NONMATCH_COLOR) > 200
     assert _count_colour(without, render.MATCH_COLOR) == 0
     assert "no calibration saved" in render.evidence_legend(None)
-    ev = render.evidence_chart(scores, _synthetic_calibration())
+    ev = render.evidence_chart(scores, synthetic_calibration())
     assert _count_colour(ev, render.MATCH_COLOR) > 100
 
 
@@ -282,7 +264,7 @@ def test_step2_pooling_drawn_as_bars_or_as_one_line_when_equal():
 
 
 def test_views_use_the_calibration_or_say_there_is_none(result):
-    cal = _synthetic_calibration()
+    cal = synthetic_calibration()
     plain = views.match_views(result)
     with_cal = views.match_views(result, calibration=cal)
     assert "No calibration saved with this model" in plain["step3_text"]
