@@ -124,6 +124,19 @@ def test_search_ranks_images_and_explains_any_of_them(app):
     assert pipe.extractor.calls == calls  # the stored regions, no new detection
 
 
+def test_scene_events_check_what_the_api_sends(app):
+    url, _, _ = app
+    c = _client(url)
+    with pytest.raises(AppError, match="Draw a scene first"):
+        c.predict(api_name="/scene_to_match")
+    with pytest.raises(AppError, match="Choose a place"):
+        c.predict(*(["middle left"] * 4 + ["/etc/passwd"]), api_name="/scene_mirror")
+    with pytest.raises(AppError, match="unknown colour"):
+        rows = [True, "circle", "mauve", "large", "solid", "center"]
+        rows += [False, "star", "red", "small", "solid", "top left"] * 4
+        c.predict(*rows, "light", "grey", "plain", api_name="/scene_draw")
+
+
 def test_compare_marks_the_changed_words_and_the_steps(app):
     url, tmp, _ = app
     out = _client(url).predict(

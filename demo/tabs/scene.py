@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from demo import scene, texts
+from demo.pipeline import InputError
 from demo.tabs import compare as compare_tab
 from demo.tabs import match as match_tab
 from demo.tabs.common import (
@@ -142,8 +143,12 @@ def listen(ctx: Context, ui: SceneUI, tabs: dict[str, Any]) -> None:
         drawing = _drawing(values)
         return drawing.image, captions_markdown(drawing), drawing
 
+    places = set(scene.choices()["cell"])
+
     @friendly("mirroring the scene")
     def on_mirror(*cells: Any) -> list:
+        if not all(isinstance(c, str) and c in places for c in cells):  # API calls included
+            raise InputError(REFUSALS["scene_mirror"])
         return scene.mirror_cells(cells)
 
     @friendly("sending the scene")
