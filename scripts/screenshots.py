@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     if chromium() is None:
         print("error: chromium is not on PATH (apt-get install chromium)", file=sys.stderr)
         return 2
+    import os
+
+    os.chdir(REPO)  # the page shows paths relative to the repository
     demo, url = serve(args.checkpoint, args.examples)
     try:
         for f in take_all(url, Path(args.out), args.width, args.scale):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -24,7 +26,8 @@ def render(ctx: Context) -> AboutUI:
     card = ctx.card
     gr.Markdown("### The loaded model")
     if ctx.pipeline.description:
-        gr.Markdown(f"<small>{ctx.pipeline.description}</small>")
+        here = f"{Path.cwd()}{os.sep}"  # paths below the working directory: shown relative
+        gr.Markdown(f"<small>{ctx.pipeline.description.replace(here, '')}</small>")
     facts = gr.Markdown(views.card_facts(card), elem_id="about-model")
     if card.text:
         with gr.Accordion("Model card of the loaded checkpoint", open=False):
