@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from demo.card import ModelCard
+from demo.card import ModelCard, read_card
 from shan.detect.base import RegionExtractor, Regions, stack_regions
 from shan.device import resolve_device
 from shan.errors import ShanError
@@ -517,10 +517,16 @@ class DemoPipeline:
             raise SetupError(f"could not load checkpoint {text!r}: {_one_line(err)}") from err
         path = bundle.checkpoint.path
         desc = f"SHAN checkpoint `{path}` · detector `{bundle.detector.kind}` · device `{dev}`"
-        card = read_model_card(Path(path))
-        pipe = cls(bundle.model, bundle.text, bundle.extractor, dev, desc, model_card=card)
-        pipe.calibration = bundle.calibration  # None when the checkpoint has no calibration.json
-        return pipe
+        return cls(
+            bundle.model,
+            bundle.text,
+            bundle.extractor,
+            dev,
+            desc,
+            model_card=read_model_card(Path(path)),
+            calibration=bundle.calibration,  # None when the checkpoint has no calibration.json
+            card=read_card(Path(path), bundle.checkpoint.extra),
+        )
 
     # ---- steps ------------------------------------------------------------------------------
 
