@@ -6,6 +6,7 @@ public features' one (300 proposals through res5, per-class NMS over 1600 classe
 
     python benchmarks/bench_extract.py                      # CPU, 1 warm-up + 3 timed images
     python benchmarks/bench_extract.py --device cuda --images 10 --batch 4
+    python benchmarks/bench_extract.py --convention detectron2   # the .pkl file's RPN boxes
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from shan.detect.butd import ButdExtractor, ButdNet
 from shan.detect.butd_weights import ButdArch, module_name, random_weights
-from shan.detect.caffe_ops import generate_anchors
+from shan.detect.caffe_ops import CONVENTIONS, default_cell_anchors
 
 
-def build(device: str, res4_blocks: int) -> ButdExtractor:
+def build(device: str, res4_blocks: int, convention: str = "caffe") -> ButdExtractor:
     arch = ButdArch(res4_blocks=res4_blocks)
     with torch.device("meta"):
-        net = ButdNet(arch)
+        net = ButdNet(arch, convention)
     state = {module_name(k): v for k, v in random_weights(arch).items()}
-    state["cell_anchors"] = generate_anchors()
+    state["cell_anchors"] = default_cell_anchors(convention)
     net.load_state_dict(state, strict=True, assign=True)
     return ButdExtractor(net, device, min_regions=10, max_regions=100)
 
@@ -50,10 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=1, help="images per extract() call")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ap.add_argument("--res4-blocks", type=int, default=23)
+    ap.add_argument("--convention", choices=CONVENTIONS, default="caffe",
+                    help="RPN anchors and boxes: caffe (.pth) or detectron2 (.pkl)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    ex = build(args.device, args.res4_blocks)
+    ex = build(args.device, args.res4_blocks, args.convention)
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 255, (600, 1000, 3), dtype=np.uint8))
     batch = [img] * args.batch
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(
         f"device={args.device} ({name}) threads={torch.get_num_threads()} batch={args.batch} "
-        f"input=1000x600 res4_blocks={args.res4_blocks} regions/image={len(out[0])}"
+        f"input=1000x600 res4_blocks={args.res4_blocks} convention={args.convention} "
+        f"regions/image={len(out[0])}"
     )
     print(
         f"seconds/image: median {statistics.median(per_image):.3f}  "

@@ -5,7 +5,10 @@ checkpoint) and answers two questions:
 
 * :meth:`DemoPipeline.match` — one image, up to :data:`MAX_CAPTIONS` captions: rank the captions
   and explain every image–caption pair step by step (:class:`shan.explain.StepExplanation`).
-* :meth:`DemoPipeline.search` — several images, one caption: rank the images.
+* :meth:`DemoPipeline.compare` — one image, two captions: both explained, the words that differ
+  and each step's part of the score gap (:class:`shan.explain.CaptionComparison`).
+* :meth:`DemoPipeline.search` — several images, one caption: rank the images; any image's
+  explanation on demand (:meth:`DemoPipeline.explain_image`).
 
 Every result is a fresh object (no state kept between requests). User mistakes raise
 :class:`InputError` with a message meant to be shown as is; harmless fixes (too many captions, a
@@ -14,9 +17,9 @@ huge image) are made and reported in the result's ``notices``.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,10 +31,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from demo.card import ModelCard, read_card
 from shan.detect.base import RegionExtractor, Regions, stack_regions
 from shan.device import resolve_device
 from shan.errors import ShanError
-from shan.explain import StepExplanation, from_model_explanation
+from shan.explain import (
+    CaptionComparison,
+    StepExplanation,
+    compare_explanations,
+    from_model_explanation,
+    score_margins,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,9 @@ MAX_CAPTION_CHARS = 400  # characters kept per caption (the model also cuts to m
 MAX_IMAGE_SIDE = 1024  # larger images are downscaled
 MIN_IMAGE_SIDE = 32  # smaller images are enlarged (nearest neighbour) so they can be shown
 MAX_SEARCH_IMAGES = 16
+MAX_PIXELS = 36_000_000  # pixels in an image file's header; more is refused before decoding
+MAX_ASPECT = 20  # long side / short side; thinner images are refused
+MAX_CAPTION_TEXT = 20_000  # characters of caption text read at all (10 × 400 and room for spaces)
 
 
 class InputError(ShanError, ValueError):
@@ -54,23 +67,31 @@ class SetupError(ShanError, RuntimeError):
 # Input cleaning
 
 
-def load_image(source: Any) -> tuple[Image.Image, list[str]]:
+def load_image(source: Any, name: str | None = None) -> tuple[Image.Image, list[str]]:
     """Any image PIL can read → an RGB image of sensible size, plus notices about what was done.
 
-    Handles file paths, ``PIL.Image`` and numpy arrays; EXIF orientation (``exif_transpose``);
-    palette/alpha images (composited on white); 16-bit and float grey images (contrast-stretched
-    to 8 bit); images larger than :data:`MAX_IMAGE_SIDE` (downscaled) or smaller than
-    :data:`MIN_IMAGE_SIDE` (enlarged).
+    Handles file paths, encoded bytes (e.g. a pasted ``data:`` URL), ``PIL.Image`` and numpy
+    arrays; EXIF orientation (``exif_transpose``); palette/alpha images (composited on white);
+    16-bit and float grey images (contrast-stretched to 8 bit); images larger than
+    :data:`MAX_IMAGE_SIDE` (downscaled) or smaller than :data:`MIN_IMAGE_SIDE` (enlarged).
+
+    The size is judged from the file's header before any pixel is decoded
+    (:func:`check_image_size`): more than :data:`MAX_PIXELS` pixels, or a side ratio beyond
+    :data:`MAX_ASPECT`, is refused. ``name`` names the image in messages (default: the file name).
 
     Raises:
-        InputError: no image given, or a file that is not an image PIL can read.
+        InputError: no image given, a file that is not an image PIL can read, or one too large or
+            too thin.
     """
     notices: list[str] = []
     if source is None:
         raise InputError("Please upload an image (or pick one of the examples).")
     if isinstance(source, Image.Image):
         im = source
+        check_image_size(im.size, name or "The image")
     elif isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            check_image_size((int(source.shape[1]), int(source.shape[0])), name or "The image")
         try:
             im = Image.fromarray(source)
         except (TypeError, ValueError) as err:
@@ -78,22 +99,17 @@ def load_image(source: Any) -> tuple[Image.Image, list[str]]:
                 f"This array is not an image ({source.dtype}, {source.shape})."
             ) from err
     else:
-        path = Path(str(source))
-        name = path.name
-        if not path.is_file():
-            raise InputError(f"Image file {name!r} was not found.")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(path)
-                im.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise InputError(f"{name!r} has too many pixels to process safely.") from err
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise InputError(
-                f"{name!r} is not an image this app can read (try a PNG or JPEG)."
-            ) from err
-    if getattr(im, "n_frames", 1) > 1:
+        if isinstance(source, (bytes, bytearray)):
+            name = name or "The pasted image"
+            fp: Any = io.BytesIO(source)
+        else:
+            path = Path(str(source))
+            name = name or repr(path.name)
+            if not path.is_file():
+                raise InputError(f"Image file {name} was not found.")
+            fp = path
+        im = _open_within_budget(fp, name)
+    if getattr(im, "is_animated", False):
         im.seek(0)
         notices.append("Animated image: only its first frame is used.")
     try:
@@ -115,6 +131,57 @@ def load_image(source: Any) -> tuple[Image.Image, list[str]]:
             "expect little to be recognised."
         )
     return im, notices
+
+
+def check_image_size(size: tuple[int, int], name: str = "The image") -> None:
+    """Refuse an image of ``size = (width, height)`` that the app will not decode.
+
+    Raises:
+        InputError: more than :data:`MAX_PIXELS` pixels, an empty side, or a ratio of the long side
+            to the short side above :data:`MAX_ASPECT`.
+    """
+    w, h = (int(v) for v in size)
+    if w < 1 or h < 1:
+        raise InputError(f"{name} has no pixels ({w}×{h}).")
+    if w * h > MAX_PIXELS:
+        raise InputError(
+            f"{name} is {w}×{h} pixels ({w * h / 1e6:.0f} megapixels); this app reads images of "
+            f"at most {MAX_PIXELS // 1_000_000} megapixels — please downscale it."
+        )
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise InputError(
+            f"{name} is {w}×{h} pixels, too thin to detect objects in; this app reads images "
+            f"whose long side is at most {MAX_ASPECT}× the short side — please crop or pad it."
+        )
+
+
+def _open_within_budget(fp: Any, name: str) -> Image.Image:
+    """Open an image file lazily, check its header size, then decode it (JPEGs at reduced scale
+    when they will be downscaled anyway)."""
+    try:
+        with warnings.catch_warnings():
+            # PIL warns between MAX_IMAGE_PIXELS and twice that; our own budget decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except Image.DecompressionBombError as err:
+        raise InputError(
+            f"{name} has too many pixels to process safely (at most "
+            f"{MAX_PIXELS // 1_000_000} megapixels)."
+        ) from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{name} is not an image this app can read (try a PNG or JPEG).") from err
+    check_image_size(im.size, name)
+    try:
+        if im.format == "JPEG" and max(im.size) > 2 * MAX_IMAGE_SIDE:
+            im.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # DCT scaling: decode less
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise InputError(
+            f"{name} could not be decoded (a damaged or truncated file?); try a PNG or JPEG."
+        ) from err
+    return im
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -150,17 +217,25 @@ def parse_captions(
     Raises:
         InputError: no caption left.
     """
+    notices = []
     if text is None:
         lines: list[str] = []
     elif isinstance(text, str):
+        if len(text) > MAX_CAPTION_TEXT:
+            text = text[:MAX_CAPTION_TEXT]
+            notices.append(
+                f"The caption text is very long; only its first {MAX_CAPTION_TEXT} characters "
+                "are read."
+            )
         lines = text.splitlines()
+    elif isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+        lines = list(text)
     else:
-        lines = [str(t) for t in text]
+        raise InputError("Captions must be text, one caption per line.")
     caps = [" ".join(line.split()) for line in lines]
     caps = [c for c in caps if c]
     if not caps:
         raise InputError("Please enter at least one caption (one per line).")
-    notices = []
     if len(caps) > max_captions:
         notices.append(f"{len(caps)} captions given; only the first {max_captions} are scored.")
         caps = caps[:max_captions]
@@ -172,6 +247,30 @@ def parse_captions(
                 "characters are used."
             )
     return caps, notices
+
+
+def order_notices(words: Sequence[Sequence[str]], scores: np.ndarray) -> list[str]:
+    """A notice for every two captions made of the same words in another order ("a red circle
+    left of a blue square" / "a blue square left of a red circle"): only the order tells them
+    apart, which a model matching words to regions may not read.
+
+    Args:
+        words: each caption's tokens; scores: ``(M, 4)``, column 0 the final score.
+    """
+    out = []
+    seen: dict[tuple[str, ...], int] = {}
+    for m, ws in enumerate(words):
+        key = tuple(sorted(ws))
+        first = seen.setdefault(key, m)
+        if first != m and list(words[first]) != list(ws):
+            a, b = float(scores[first, 0]), float(scores[m, 0])
+            out.append(
+                f"Captions {first + 1} and {m + 1} use the same words in another order "
+                f"(S = {a:.3f} and {b:.3f}): only the order tells them apart. Whether the model "
+                "reads order (relations, which colour goes with which shape) is in the banner "
+                "above; the Compare tab's minimal pairs test it."
+            )
+    return out
 
 
 def region_names(regions: Regions) -> list[str]:
@@ -205,6 +304,7 @@ class MatchResult:
         batch: the encoded captions (``TokenBatch``, CPU), kept to explain other captions later.
         notices: things the user should know (cut captions, unknown words, ...).
         timings: seconds spent in ``detect``, ``score``, ``explain``.
+        calibration: the pipeline's :class:`shan.calibration.Calibration` (None: none saved).
     """
 
     image: Image.Image
@@ -217,10 +317,55 @@ class MatchResult:
     batch: Any = None
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    calibration: Any = None
 
     def display_words(self, m: int) -> list[str]:
         """Caption ``m``'s tokens as the model reads them, unknown ones marked ``word?``."""
         return [w + "?" if u else w for w, u in zip(self.batch.words[m], self.batch.unknown[m])]
+
+
+@dataclass
+class CompareResult:
+    """One image, two captions, side by side.
+
+    Attributes:
+        match: the two captions scored and both explained (caption 0 is ``a``, caption 1 ``b``).
+        comparison: ``a`` against ``b``: the words that differ, each step's margin, which steps
+            caught the difference.
+    """
+
+    match: MatchResult
+    comparison: CaptionComparison
+
+    @property
+    def notices(self) -> list[str]:
+        return self.match.notices
+
+
+@dataclass
+class PairsResult:
+    """A caption and its minimal pairs, scored on one image.
+
+    Attributes:
+        match: caption 0 is the given one, caption ``p + 1`` its perturbation ``p``.
+        perturbations: ``P`` :class:`shan.data.perturb.Perturbation` (kind, text, changed token
+            indices, note).
+        weights: step → ``w_s`` (0 for a step switched off).
+    """
+
+    match: MatchResult
+    perturbations: list[Any]
+    weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def margins(self) -> np.ndarray:
+        """``(P, 4)``: the given caption minus each perturbation, columns ``total, l2l, g2l,
+        g2g`` (steps weighted): positive where that score prefers the given caption."""
+        return -score_margins(self.match.scores, 0, self.weights)[1:]
+
+    @property
+    def notices(self) -> list[str]:
+        return self.match.notices
 
 
 @dataclass
@@ -232,8 +377,11 @@ class SearchResult:
         images: ``N`` RGB images; ``names``: their file names.
         scores: ``(N, 4)`` columns ``total, l2l, g2l, g2g``.
         order: image indices, best first.
-        best: explanation of the best image with the caption.
-        best_image: that image.
+        explanations: ``N`` explanations of the caption with each image, ``None`` until computed
+            (:meth:`DemoPipeline.explain_image`; :meth:`DemoPipeline.search` explains the best).
+        regions: the ``N`` images' regions (CPU), kept to explain any image later.
+        batch: the encoded caption (``TokenBatch``, CPU).
+        calibration: the pipeline's calibration (None: none saved).
     """
 
     caption: str
@@ -241,10 +389,24 @@ class SearchResult:
     names: list[str]
     scores: np.ndarray
     order: list[int]
-    best: StepExplanation
-    best_image: Image.Image
+    explanations: list[StepExplanation | None]
+    regions: list[Regions] = field(default_factory=list)
+    batch: Any = None
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    calibration: Any = None
+
+    @property
+    def best(self) -> StepExplanation:
+        """The explanation of the best image (always computed by the search)."""
+        expl = self.explanations[self.order[0]]
+        if expl is None:
+            raise ValueError("the best image is not explained (DemoPipeline.explain_image)")
+        return expl
+
+    @property
+    def best_image(self) -> Image.Image:
+        return self.images[self.order[0]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,19 +426,6 @@ def cpu_threads(concurrency: int, cpus: int | None = None) -> int:
     return max(1, cpus // max(1, concurrency))
 
 
-def detector_from_extra(extra: dict | None, checkpoint_dir: Path) -> tuple[str | None, str | None]:
-    """The detector a checkpoint names in its ``config.json`` extra: ``(kind, weights path)``.
-
-    ``weights`` is resolved relative to the checkpoint directory.
-    """
-    det = (extra or {}).get("detector") or {}
-    kind = det.get("kind")
-    weights = det.get("weights")
-    if weights is not None and not Path(weights).is_absolute():
-        weights = str((checkpoint_dir / weights).resolve())
-    return kind, weights
-
-
 class DemoPipeline:
     """SHAN + a region extractor, loaded once, used read-only by every request.
 
@@ -288,6 +437,11 @@ class DemoPipeline:
         device: where the model runs.
         description: a line saying what was loaded (shown in the app).
         model_card: Markdown describing the checkpoint (its ``README.md``), shown in the app.
+        calibration: the checkpoint's :class:`shan.calibration.Calibration` (its scores on the
+            true and non-matching pairs of a held-out split; None when it has none). Every
+            result carries it, so the views can place a score among those pairs.
+        card: what the model knows and does not (:class:`demo.card.ModelCard`, e.g.
+            :func:`demo.card.read_card`); default: read from ``model_card``'s text.
     """
 
     def __init__(
@@ -298,9 +452,13 @@ class DemoPipeline:
         device: torch.device | str = "cpu",
         description: str = "",
         model_card: str | None = None,
+        calibration: Any = None,
+        card: ModelCard | None = None,
     ) -> None:
         self.model = model.eval()
         self.model_card = model_card
+        self.calibration = calibration
+        self.card = card if card is not None else ModelCard.from_markdown(model_card)
         self.text = text
         self.extractor = extractor
         self.device = torch.device(device)
@@ -322,50 +480,53 @@ class DemoPipeline:
         detector_weights: str | Path | None = None,
         device: str = "auto",
     ) -> DemoPipeline:
-        """Load a SHAN checkpoint (local dir or Hub repo id) and its region extractor.
+        """Load a SHAN checkpoint (local dir or Hub repo id) and its region extractor with
+        :func:`shan.load`.
 
-        The detector defaults to the checkpoint's ``config.json`` extra
-        ``{"detector": {"kind": ..., "weights": ...}}``; ``detector``/``detector_weights`` override.
+        The detector defaults to the one the checkpoint names (its ``config.json`` extra);
+        ``detector``/``detector_weights`` override.
 
         Raises:
             SetupError: with a one-line reason.
         """
-        from shan.checkpoint import load_checkpoint
-        from shan.detect.factory import KINDS, build_extractor
+        import shan
+        from shan.checkpoint import DetectorLinkError
+        from shan.detect.factory import KINDS
 
         try:
             dev = resolve_device(device)
         except ShanError as err:
             raise SetupError(str(err)) from err
         text = str(checkpoint)
-        if not Path(text).is_dir() and not _looks_like_hub_id(text):
-            raise SetupError(
-                f"checkpoint {text!r} not found (expected a directory with model.safetensors "
-                "and config.json, or a Hugging Face Hub repo id owner/name)"
-            )
         try:
-            loaded = load_checkpoint(text, device=dev)
+            bundle = shan.load(text, dev, detector, detector_weights)
+        except DetectorLinkError as err:
+            log.debug("the detector could not be loaded", exc_info=True)
+            if err.missing == "kind":
+                raise SetupError(
+                    f"checkpoint {text!r} names no detector; pass --detector "
+                    f"{{{','.join(KINDS)}}} and --detector-weights"
+                ) from err
+            if err.missing == "weights":
+                raise SetupError(
+                    f"no weights for the {err.kind!r} detector; pass --detector-weights"
+                ) from err
+            raise SetupError(_one_line(err)) from err  # names the detector and the reason
         except Exception as err:  # one line for the user, the rest in the log
-            log.debug("load_checkpoint failed", exc_info=True)
+            log.debug("shan.load failed", exc_info=True)
             raise SetupError(f"could not load checkpoint {text!r}: {_one_line(err)}") from err
-        kind, weights = detector_from_extra(getattr(loaded, "extra", {}), Path(loaded.path))
-        kind = detector or kind
-        weights = str(detector_weights) if detector_weights is not None else weights
-        if kind is None:
-            raise SetupError(
-                f"checkpoint {text!r} names no detector; pass --detector {{{','.join(KINDS)}}} "
-                "and --detector-weights"
-            )
-        if weights is None:
-            raise SetupError(f"no weights for the {kind!r} detector; pass --detector-weights")
-        try:
-            extractor = build_extractor(kind, weights, device=dev)
-        except Exception as err:
-            log.debug("build_extractor failed", exc_info=True)
-            raise SetupError(f"could not load the {kind!r} detector: {_one_line(err)}") from err
-        desc = f"SHAN checkpoint `{loaded.path}` · detector `{kind}` · device `{dev}`"
-        card = read_model_card(Path(loaded.path))
-        return cls(loaded.model, loaded.text, extractor, dev, description=desc, model_card=card)
+        path = bundle.checkpoint.path
+        desc = f"SHAN checkpoint `{path}` · detector `{bundle.detector.kind}` · device `{dev}`"
+        return cls(
+            bundle.model,
+            bundle.text,
+            bundle.extractor,
+            dev,
+            desc,
+            model_card=read_model_card(Path(path)),
+            calibration=bundle.calibration,  # None when the checkpoint has no calibration.json
+            card=read_card(Path(path), bundle.checkpoint.extra),
+        )
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -381,6 +542,37 @@ class DemoPipeline:
                 which = "this image" if len(regions) == 1 else f"image {i + 1}"
                 raise InputError(f"The detector found no regions in {which}.")
         return regions
+
+    def _detect_each(
+        self, images: list[Image.Image], names: list[str], notices: list[str]
+    ) -> tuple[list[Regions], list[int]]:
+        """Detect regions in several images, skipping (with a notice naming it) any image the
+        detector fails on or finds nothing in. Returns the regions and the kept indices.
+
+        Raises:
+            InputError: no image is left.
+        """
+        try:
+            found: list[Regions | None] = [r.to("cpu") for r in self.extractor.extract(images)]
+        except Exception:  # one bad image must not sink the others: retry them one by one
+            log.warning("batched detection failed; retrying image by image", exc_info=True)
+            found = []
+            for im, name in zip(images, names):
+                try:
+                    found.append(self.extractor.extract([im])[0].to("cpu"))
+                except Exception:
+                    log.warning("detection failed on %s", name, exc_info=True)
+                    notices.append(f"Skipped {name}: the detector could not process it.")
+                    found.append(None)
+        kept = []
+        for i, (r, name) in enumerate(zip(found, names)):
+            if r is not None and len(r) == 0:
+                notices.append(f"Skipped {name}: the detector found no regions in it.")
+            elif r is not None:
+                kept.append(i)
+        if not kept:
+            raise InputError("The detector found no regions in any of the images.")
+        return [found[i] for i in kept], kept  # type: ignore[misc]
 
     def _encode_text(self, captions: list[str]) -> Any:
         return self.text.encode_batch(captions, self.max_words)
@@ -432,7 +624,15 @@ class DemoPipeline:
             enabled=self.enabled,
         )
 
-    # ---- the two questions -----------------------------------------------------------------
+    def vocabulary(self) -> list[str] | None:
+        """The words the model knows (its word vocabulary, without ``<pad>``/``<unk>``), or None
+        for a word-piece tokenizer (which splits any word into known pieces)."""
+        itos = getattr(self.text, "itos", None)
+        if itos is None:
+            return None
+        return [w for w in itos if not (w.startswith("<") and w.endswith(">"))]
+
+    # ---- the questions -----------------------------------------------------------------------
 
     def explain(self, result: MatchResult, m: int) -> StepExplanation:
         """The step-by-step explanation of caption ``m`` of ``result`` (computed once, then kept).
@@ -463,11 +663,26 @@ class DemoPipeline:
         caps, cap_notes = parse_captions(captions)
         img, notices = load_image(image)
         notices += cap_notes
+        result = self._match(img, caps, notices, explain_all)
+        result.notices += order_notices(result.batch.words, result.scores)
+        return result
+
+    def _match(
+        self,
+        img: Image.Image,
+        caps: list[str],
+        notices: list[str],
+        explain_all: bool = False,
+        text_notices: int | None = None,
+    ) -> MatchResult:
+        """:meth:`match` on a loaded image and cleaned captions; word notices only for the first
+        ``text_notices`` captions (default: all)."""
         t0 = time.perf_counter()
         regions = self.detect([img])[0]
         t1 = time.perf_counter()
         batch = self._encode_text(caps)
-        notices += self._text_notices(batch, caps)
+        n = len(caps) if text_notices is None else text_notices
+        notices += self._text_notices(batch.select(range(n)), caps[:n]) if n else []
         scores = self._score([regions], batch)[0]
         t2 = time.perf_counter()
         order = [int(i) for i in np.argsort(-scores[:, 0], kind="stable")]
@@ -481,12 +696,100 @@ class DemoPipeline:
             explanations=[None] * len(caps),
             batch=batch.to("cpu"),
             notices=notices,
+            calibration=self.calibration,
         )
         for m in range(len(caps)) if explain_all else order[:1]:
             self.explain(result, m)
         t3 = time.perf_counter()
         result.timings = {"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2}
         return result
+
+    def compare(self, image: Any, caption_a: Any, caption_b: Any) -> CompareResult:
+        """One image, two captions (e.g. a true one and its hard negative), both explained.
+
+        Raises:
+            InputError: unusable image, a missing caption, or two captions the model reads as
+                the same tokens.
+        """
+        caps, notices = [], []
+        for name, text in (("first", caption_a), ("second", caption_b)):
+            if text is None or (isinstance(text, str) and not text.strip()):
+                raise InputError(f"Please enter the {name} caption (two captions to compare).")
+            (cap,), notes = parse_captions(text, max_captions=1)
+            if isinstance(text, str) and len(text.strip().splitlines()) > 1:
+                notes = [n for n in notes if "only the first" not in n]
+                notes.append(f"The {name} caption box holds several lines; only the first is used.")
+            caps.append(cap)
+            notices += notes
+        words = self._encode_text(caps).words
+        if words[0] == words[1]:
+            raise InputError(
+                "The two captions are the same as the model reads them (case and spacing are "
+                "ignored); change a word in one of them."
+            )
+        result = self.match(image, caps, explain_all=True)
+        result.notices[:0] = notices
+        a, b = (self.explain(result, m) for m in (0, 1))  # already computed: explain_all
+        return CompareResult(result, compare_explanations(a, b))
+
+    def minimal_pairs(
+        self, image: Any, caption: Any, seed: int = 0, kinds: Sequence[str] | None = None
+    ) -> PairsResult:
+        """A caption and its automatic minimal pairs (:func:`shan.data.perturb.perturb`: colour /
+        shape / size swap, relation swap and opposite, count, word order — one of each that
+        applies), all scored on one image.
+
+        Toy-world shape words in the caption enable exact noun swaps among the toy world's
+        shapes; other captions swap the heads of their phrases.
+
+        Raises:
+            InputError: unusable image, no caption, or a caption none of the perturbations
+                applies to.
+        """
+        from shan.data.perturb import PERTURBATION_KINDS, WordLists, perturb
+        from shan.data.vocab import tokenize
+        from shan.toyworld.lexicon import PLURALS, SHAPE_WORDS
+
+        if caption is None or (isinstance(caption, str) and not caption.strip()):
+            raise InputError("Please enter a caption to make minimal pairs of.")
+        (cap,), notices = parse_captions(caption, max_captions=1)
+        shapes = {w for ws in SHAPE_WORDS.values() for w in ws}
+        shapes |= {PLURALS.get(w, w + "s") for w in shapes}
+        nouns = tuple(sorted(shapes)) if shapes & set(tokenize(cap)) else ()
+        made = perturb(
+            cap, seed=seed, words=WordLists(nouns=nouns), kinds=kinds or PERTURBATION_KINDS
+        )
+        if not made:
+            raise InputError(
+                "No minimal pair can be made from this caption: it has no colour, shape, size, "
+                "relation or count word to change (try “a red circle left of a blue square”)."
+            )
+        made = made[: MAX_CAPTIONS - 1]
+        img, img_notes = load_image(image)
+        result = self._match(
+            img, [cap] + [p.text for p in made], img_notes + notices, text_notices=1
+        )
+        return PairsResult(result, made, self.weights())
+
+    def weights(self) -> dict[str, float]:
+        """``w_s`` of each step (0 for a step the model switches off)."""
+        return {
+            k: (float(w) if self.enabled.get(k, True) else 0.0)
+            for k, w in zip(("l2l", "g2l", "g2g"), self.step_weights)
+        }
+
+    def explain_image(self, result: SearchResult, i: int) -> StepExplanation:
+        """The explanation of the search caption with image ``i`` (computed once, then kept).
+
+        Runs SHAN on the stored regions; the detector does not run again.
+        """
+        if not 0 <= i < len(result.images):
+            raise InputError("Pick one of the ranked images.")
+        if result.explanations[i] is None:
+            result.explanations[i] = self._explain(
+                result.regions[i], result.batch, 0, result.caption, result.images[i]
+            )
+        return result.explanations[i]
 
     def search(self, images: Sequence[Any], caption: str) -> SearchResult:
         """Rank images for one caption; explain the best pair.
@@ -515,39 +818,43 @@ class DemoPipeline:
             items = items[:MAX_SEARCH_IMAGES]
         pics, names = [], []
         for x in items:
-            name = Path(str(x)).name if not isinstance(x, (Image.Image, np.ndarray)) else "image"
+            in_memory = isinstance(x, (Image.Image, np.ndarray, bytes, bytearray))
+            label = f"image {len(pics) + 1}" if in_memory else Path(str(x)).name
             try:
-                im, notes = load_image(x)
+                im, notes = load_image(x, name=repr(label))
             except InputError as err:
                 notices.append(f"Skipped: {err}")
                 continue
             pics.append(im)
-            names.append(name)
-            notices += [f"{name}: {n}" for n in notes]
+            names.append(label)
+            notices += [f"{label}: {n}" for n in notes]
         if not pics:
             raise InputError("None of the uploaded files is an image this app can read.")
         t0 = time.perf_counter()
-        regions = self.detect(pics)
+        regions, kept = self._detect_each(pics, names, notices)
+        pics, names = [pics[i] for i in kept], [names[i] for i in kept]
         t1 = time.perf_counter()
         batch = self._encode_text(caps)
         notices += self._text_notices(batch, caps)
         scores = self._score(regions, batch)[:, 0, :]
         t2 = time.perf_counter()
         order = [int(i) for i in np.argsort(-scores[:, 0], kind="stable")]
-        b = order[0]
-        best = self._explain(regions[b], batch, 0, caps[0], pics[b])
-        t3 = time.perf_counter()
-        return SearchResult(
+        result = SearchResult(
             caption=caps[0],
             images=pics,
             names=names,
             scores=scores,
             order=order,
-            best=best,
-            best_image=pics[b],
+            explanations=[None] * len(pics),
+            regions=regions,
+            batch=batch.to("cpu"),
             notices=notices,
-            timings={"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2},
+            calibration=self.calibration,
         )
+        self.explain_image(result, order[0])
+        t3 = time.perf_counter()
+        result.timings = {"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2}
+        return result
 
 
 def read_model_card(checkpoint_dir: Path) -> str | None:
@@ -560,16 +867,6 @@ def read_model_card(checkpoint_dir: Path) -> str | None:
                 text = text[end + 4 :] if end > 0 else text
             return text.strip() or None
     return None
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    """``owner/name`` that is not a local path (its first part is no local directory)."""
-    parts = text.split("/")
-    return (
-        len(parts) == 2
-        and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", p) for p in parts)
-        and not Path(parts[0]).is_dir()
-    )
 
 
 def _one_line(err: BaseException) -> str:
@@ -630,10 +927,12 @@ def load_examples(path: str | Path) -> list[Example]:
 
 
 __all__ = [
+    "CompareResult",
     "DemoPipeline",
     "Example",
     "InputError",
     "MatchResult",
+    "PairsResult",
     "SearchResult",
     "SetupError",
     "load_examples",

@@ -3,17 +3,44 @@ weights.
 
 CLIs build these from a JSON config file plus ``--key value`` overrides (see
 :func:`apply_overrides`); nothing in the library reads a global argument object.
+
+Every config that comes from outside (a JSON file, a checkpoint's ``config.json``, ``--set``) is
+checked by :func:`validate` before anything is built from it: types (a size is an ``int``, a
+switch a real ``bool`` — not ``"no"``), ranges, finite numbers, and upper bounds on sizes
+(:data:`SIZE_LIMITS`), so that a corrupt or hostile config cannot make the model allocate
+gigabytes before its weights are compared. A problem raises :class:`ConfigError` naming the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shan.errors import ShanError
+
 T = TypeVar("T")
+
+#: Upper bounds of the sizes a SHAN checkpoint can sanely hold (far above any real model:
+#: BUTD features are 2048-d, the paper's joint space 1024-d, COCO's vocabulary ~10 000 words).
+SIZE_LIMITS = {
+    "img_dim": 16_384,
+    "embed_dim": 16_384,
+    "vocab_size": 2_000_000,
+    "word_dim": 4_096,
+    "glove_dim": 4_096,
+    "gru_layers": 8,
+    "max_words": 1_024,
+}
+MAX_SMOOTH = 1_000.0  # lambda: exp(lambda * cosine) must stay finite in float32
+
+
+class ConfigError(ShanError, ValueError):
+    """A config (file, checkpoint ``config.json`` or ``--set`` override) that cannot be used; the
+    message names the field."""
 
 
 @dataclass
@@ -70,20 +97,175 @@ class TrainConfig:
     score_chunk: int = 256  # images per chunk when scoring all pairs during validation
 
 
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _describe(v: Any) -> str:
+    text = repr(v)
+    return (
+        f"{text[:60]}... ({type(v).__name__})" if len(text) > 60 else f"{text} ({type(v).__name__})"
+    )
+
+
+class _Checker:
+    """Collects the checks of one config object; raises on the first bad field."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.cls = type(cfg).__name__
+
+    def fail(self, name: str, expected: str) -> None:
+        got = _describe(getattr(self.cfg, name))
+        raise ConfigError(f"{self.cls}.{name} must be {expected}, got {got}")
+
+    def int_(self, name: str, lo: int, hi: int | None = None) -> None:
+        v = getattr(self.cfg, name)
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            self.fail(
+                name, f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
+            )
+
+    def float_(self, name: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+        v = getattr(self.cfg, name)
+        ok = _is_number(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo)
+        if not ok or (hi is not None and v > hi):
+            left = "(" if lo_open else "["
+            span = f"{left}{lo}, {hi}]" if hi is not None else f"{'>' if lo_open else '>='} {lo}"
+            self.fail(name, f"a finite number {'in ' + span if hi is not None else span}")
+
+    def bool_(self, name: str) -> None:
+        if not isinstance(getattr(self.cfg, name), bool):
+            self.fail(name, "true or false (a JSON boolean)")
+
+    def str_(self, name: str, optional: bool = False, nonempty: bool = False) -> None:
+        v = getattr(self.cfg, name)
+        if v is None and optional:
+            return
+        if not isinstance(v, str) or (nonempty and not v.strip()):
+            self.fail(
+                name,
+                ("a non-empty string" if nonempty else "a string")
+                + (" or null" if optional else ""),
+            )
+
+    def choice(self, name: str, options: tuple[str, ...]) -> None:
+        if getattr(self.cfg, name) not in options:
+            self.fail(name, "one of " + ", ".join(repr(o) for o in options))
+
+
+def validate_model_config(cfg: ModelConfig, complete: bool = False) -> ModelConfig:
+    """Check every field of ``cfg``; ``complete``: it describes a built model (a checkpoint's
+    config), so a GRU model's ``vocab_size`` must be set.
+
+    Returns ``cfg`` with ``step_weights`` as a tuple of floats. Raises :class:`ConfigError`.
+    """
+    c = _Checker(cfg)
+    c.int_("img_dim", 1, SIZE_LIMITS["img_dim"])
+    c.int_("embed_dim", 1, SIZE_LIMITS["embed_dim"])
+    c.choice("text_encoder", ("gru", "transformer"))
+    c.int_(
+        "vocab_size", 1 if complete and cfg.text_encoder == "gru" else 0, SIZE_LIMITS["vocab_size"]
+    )
+    c.int_("word_dim", 1, SIZE_LIMITS["word_dim"])
+    c.str_("glove_path", optional=True)
+    c.int_("glove_dim", 0, SIZE_LIMITS["glove_dim"])
+    c.int_("gru_layers", 1, SIZE_LIMITS["gru_layers"])
+    c.str_("transformer_path", optional=True)
+    if cfg.text_encoder == "transformer" and not cfg.transformer_path:
+        c.fail("transformer_path", "a model directory when text_encoder is 'transformer'")
+    c.int_("max_words", 1, SIZE_LIMITS["max_words"])
+    c.float_("smooth", 0.0, MAX_SMOOTH, lo_open=True)
+    c.float_("mu", 0.0, 1.0)
+    w = cfg.step_weights
+    if (
+        not isinstance(w, (list, tuple))
+        or len(w) != 3
+        or not all(_is_number(x) and math.isfinite(x) for x in w)
+    ):
+        c.fail("step_weights", "three finite numbers (weights of L2L, G2L, G2G)")
+    for name in ("use_l2l", "use_g2l", "use_g2g"):
+        c.bool_(name)
+    if not (cfg.use_l2l or cfg.use_g2l or cfg.use_g2g):
+        raise ConfigError("ModelConfig: use_l2l, use_g2l and use_g2g are all false (no step left)")
+    return dataclasses.replace(cfg, step_weights=tuple(float(x) for x in w))
+
+
+def validate_data_config(cfg: DataConfig) -> DataConfig:
+    """Check every field of ``cfg``. Raises :class:`ConfigError`."""
+    c = _Checker(cfg)
+    c.str_("root", nonempty=True)
+    c.str_("name", nonempty=True)
+    c.str_("train_split", nonempty=True)
+    c.str_("val_split", optional=True)
+    c.int_("max_val_images", 0)
+    c.int_("num_workers", 0, 1024)
+    return cfg
+
+
+def validate_train_config(cfg: TrainConfig) -> TrainConfig:
+    """Check every field of ``cfg``. Raises :class:`ConfigError`."""
+    c = _Checker(cfg)
+    c.int_("epochs", 0, 1_000_000)
+    c.float_("lr", 0.0, 10.0, lo_open=True)
+    c.int_("lr_decay_epoch", 0)
+    c.int_("batch_size", 1, 10_000_000)
+    c.float_("grad_clip", 0.0)
+    c.float_("margin", 0.0)
+    c.bool_("max_violation")
+    c.int_("seed", 0)
+    c.str_("device", nonempty=True)
+    c.bool_("amp")
+    c.str_("out_dir", nonempty=True)
+    c.str_("resume", optional=True)
+    c.int_("log_every", 0)
+    c.int_("score_chunk", 1)
+    return cfg
+
+
+def validate(cfg: T, complete: bool = False) -> T:
+    """Check a :class:`ModelConfig`, :class:`DataConfig` or :class:`TrainConfig` (see the
+    ``validate_*`` functions); returns it (normalised). Raises :class:`ConfigError`."""
+    if isinstance(cfg, ModelConfig):
+        return validate_model_config(cfg, complete=complete)  # type: ignore[return-value]
+    if isinstance(cfg, DataConfig):
+        return validate_data_config(cfg)  # type: ignore[return-value]
+    if isinstance(cfg, TrainConfig):
+        return validate_train_config(cfg)  # type: ignore[return-value]
+    raise TypeError(f"not a SHAN config: {type(cfg).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading and writing
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], strict: bool = True) -> T:
-    """Build ``cls`` from a dict; unknown keys raise (``strict``) so a typo never goes unnoticed."""
+    """Build ``cls`` from a dict and :func:`validate` it; unknown keys raise (``strict``) so a typo
+    never goes unnoticed.
+
+    Raises:
+        ConfigError: not a dict, unknown keys, or a field of the wrong type or out of range.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(names))
     if unknown and strict:
-        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(map(str, unknown))}")
     kwargs = {k: v for k, v in data.items() if k in names}
-    if "step_weights" in kwargs and kwargs["step_weights"] is not None:
-        kwargs["step_weights"] = tuple(float(x) for x in kwargs["step_weights"])
-    return cls(**kwargs)  # type: ignore[call-arg]
+    return validate(cls(**kwargs))  # type: ignore[call-arg]
 
 
 def save_json(cfg: Any, path: str | Path) -> None:
@@ -115,18 +297,28 @@ def _coerce(value: str, current: Any, ftype: Any) -> Any:
 
 
 def apply_overrides(cfg: T, overrides: dict[str, str]) -> T:
-    """Return a copy of ``cfg`` with string overrides (``--key value``) parsed to field types."""
+    """Return a copy of ``cfg`` with string overrides (``--key value``) parsed to field types,
+    :func:`validate`-d.
+
+    Raises:
+        ConfigError: an unknown field, a value that does not parse, or one out of range.
+    """
     fields = {f.name: f for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
         name = key.replace("-", "_")
         if name not in fields:
-            raise ValueError(f"{type(cfg).__name__} has no field {key!r}")
-        changes[name] = _coerce(value, getattr(cfg, name), fields[name].type)
-    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+            raise ConfigError(f"{type(cfg).__name__} has no field {key!r}")
+        try:
+            changes[name] = _coerce(value, getattr(cfg, name), fields[name].type)
+        except ValueError as e:
+            raise ConfigError(f"{type(cfg).__name__}.{name}: cannot read {value!r}: {e}") from None
+    return validate(dataclasses.replace(cfg, **changes))  # type: ignore[type-var]
 
 
 __all__ = [
+    "ConfigError",
+    "SIZE_LIMITS",
     "ModelConfig",
     "DataConfig",
     "TrainConfig",
@@ -136,4 +328,8 @@ __all__ = [
     "load_json",
     "apply_overrides",
     "field",
+    "validate",
+    "validate_data_config",
+    "validate_model_config",
+    "validate_train_config",
 ]

@@ -205,7 +205,57 @@ def _cat_embeddings(parts: list[Any]) -> Any:
     return type(parts[0])(*(_pad_cat(list(vals)) for vals in zip(*parts)))
 
 
+STEP_SCORE_KEYS = ("total", "l2l", "g2l", "g2g")  # the fields of the model's StepScores
+
+
 @torch.no_grad()
+def _score_all(
+    model: torch.nn.Module,
+    feats: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor | None,
+    text_batch: TokenBatch,
+    keys: Sequence[str],
+    device: torch.device | str = "cpu",
+    chunk: int = 256,
+    txt_chunk: int = 1024,
+    progress: bool = False,
+    score_chunks: tuple[int, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """The all-pairs scoring loop behind :func:`compute_sims` / :func:`compute_step_sims`.
+
+    Returns:
+        ``{key: (N, M) float32}`` for each of ``keys`` (fields of the model's ``StepScores``).
+    """
+    device = torch.device(device)
+    if score_chunks is None and device.type == "cuda":
+        score_chunks = CUDA_SCORE_CHUNKS
+    was_training = model.training
+    model.eval()
+    n = int(feats.shape[0])
+    m = len(text_batch)
+    img_parts = []
+    for s in range(0, n, chunk):
+        f = torch.from_numpy(np.array(feats[s : s + chunk], dtype=np.float32)).to(device)
+        mk = None if masks is None else torch.as_tensor(np.asarray(masks[s : s + chunk])).to(device)
+        img_parts.append(model.encode_images(f, mk))
+    img = _cat_embeddings(img_parts)
+    out = {key: np.empty((n, m), dtype=np.float32) for key in keys}
+    starts = range(0, m, txt_chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="scoring", unit="chunk")
+    for s in starts:
+        sub = text_batch.select(slice(s, s + txt_chunk)).to(device)
+        txt = model.encode_captions(sub.tokens, sub.lengths)
+        kw = dict(zip(("img_chunk", "txt_chunk"), score_chunks)) if score_chunks else {}
+        scores = model.score(img, txt, **kw)
+        for key in keys:
+            out[key][:, s : s + len(sub)] = getattr(scores, key).float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
 def compute_sims(
     model: torch.nn.Module,
     feats: np.ndarray | torch.Tensor,
@@ -239,33 +289,48 @@ def compute_sims(
     Returns:
         ``(N, M)`` float32 numpy array of total scores.
     """
-    device = torch.device(device)
-    if score_chunks is None and device.type == "cuda":
-        score_chunks = CUDA_SCORE_CHUNKS
-    was_training = model.training
-    model.eval()
-    n = int(feats.shape[0])
-    m = len(text_batch)
-    img_parts = []
-    for s in range(0, n, chunk):
-        f = torch.from_numpy(np.array(feats[s : s + chunk], dtype=np.float32)).to(device)
-        mk = None if masks is None else torch.as_tensor(np.asarray(masks[s : s + chunk])).to(device)
-        img_parts.append(model.encode_images(f, mk))
-    img = _cat_embeddings(img_parts)
-    out = np.empty((n, m), dtype=np.float32)
-    starts = range(0, m, txt_chunk)
-    if progress:
-        from tqdm.auto import tqdm
+    return _score_all(
+        model,
+        feats,
+        masks,
+        text_batch,
+        ("total",),
+        device,
+        chunk,
+        txt_chunk,
+        progress,
+        score_chunks,
+    )["total"]
 
-        starts = tqdm(starts, desc="scoring", unit="chunk")
-    for s in starts:
-        sub = text_batch.select(slice(s, s + txt_chunk)).to(device)
-        txt = model.encode_captions(sub.tokens, sub.lengths)
-        kw = dict(zip(("img_chunk", "txt_chunk"), score_chunks)) if score_chunks else {}
-        scores = model.score(img, txt, **kw).total
-        out[:, s : s + len(sub)] = scores.float().cpu().numpy()
-    model.train(was_training)
-    return out
+
+def compute_step_sims(
+    model: torch.nn.Module,
+    feats: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor | None,
+    text_batch: TokenBatch,
+    device: torch.device | str = "cpu",
+    chunk: int = 256,
+    txt_chunk: int = 1024,
+    progress: bool = False,
+    score_chunks: tuple[int, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Like :func:`compute_sims` (same arguments, same single scoring pass), but every step.
+
+    Returns:
+        ``{"total", "l2l", "g2l", "g2g"}`` → ``(N, M)`` float32 (a disabled step: zeros).
+    """
+    return _score_all(
+        model,
+        feats,
+        masks,
+        text_batch,
+        STEP_SCORE_KEYS,
+        device,
+        chunk,
+        txt_chunk,
+        progress,
+        score_chunks,
+    )
 
 
 def evaluate_arrays(
@@ -278,12 +343,19 @@ def evaluate_arrays(
     chunk: int = 256,
     progress: bool = False,
     score_chunks: tuple[int, int] | None = None,
+    calibrate: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on a loaded split (see :func:`evaluate_split` for the result)."""
+    """Metrics of ``model`` on a loaded split (see :func:`evaluate_split` for the result).
+
+    With ``calibrate``, every step is scored in the same single pass and ``result["calibration"]``
+    holds the split's :class:`shan.calibration.Calibration` (each step's score distribution over
+    matching and non-matching pairs; ``save_calibration(cal, checkpoint_dir)`` stores it).
+    """
     if max_words is None:
         max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
     batch = text.encode_batch(arrays.captions, max_words)
-    sims = compute_sims(
+    score = compute_step_sims if calibrate else compute_sims
+    out = score(
         model,
         arrays.feats,
         arrays.masks,
@@ -293,6 +365,7 @@ def evaluate_arrays(
         progress=progress,
         score_chunks=score_chunks,
     )
+    sims = out["total"] if calibrate else out
     n = arrays.n_images
     result: dict[str, Any] = {
         "split": arrays.split,
@@ -300,6 +373,14 @@ def evaluate_arrays(
         "n_captions": len(arrays.captions),
         "all": metrics_from_sims(sims),
     }
+    if calibrate:
+        from shan.calibration import calibrate_scores, model_enabled_steps
+
+        result["calibration"] = calibrate_scores(
+            out,
+            enabled=model_enabled_steps(model),
+            source={"split": arrays.split, "n_images": n, "n_captions": len(arrays.captions)},
+        )
     if fold5:
         fold = n // 5
         if fold < 1:
@@ -326,6 +407,7 @@ def evaluate_split(
     chunk: int = 256,
     progress: bool = False,
     score_chunks: tuple[int, int] | None = None,
+    calibrate: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``<root>/<name>_precomp/{split}``.
 
@@ -336,7 +418,8 @@ def evaluate_split(
 
     Returns:
         ``{"split", "n_images", "n_captions", "all": metrics, ["fold5": metrics, "folds": [...],
-        "fold_size": int]}``, metrics as in :func:`metrics_from_sims`.
+        "fold_size": int], ["calibration": Calibration]}``, metrics as in
+        :func:`metrics_from_sims`; ``calibration`` with ``calibrate`` (see :func:`evaluate_arrays`).
     """
     img_dim = getattr(getattr(model, "cfg", None), "img_dim", None)
     arrays = load_split_arrays(root, name, split, img_dim=img_dim, max_images=max_images)
@@ -349,6 +432,7 @@ def evaluate_split(
         chunk=chunk,
         progress=progress,
         score_chunks=score_chunks,
+        calibrate=calibrate,
     )
 
 
@@ -377,7 +461,9 @@ __all__ = [
     "EvaluationError",
     "METRIC_KEYS",
     "RECALL_KEYS",
+    "STEP_SCORE_KEYS",
     "compute_sims",
+    "compute_step_sims",
     "evaluate_arrays",
     "evaluate_checkpoint",
     "evaluate_split",

@@ -1,7 +1,8 @@
-"""Region-feature extraction: images → SCAN-format precomputed files (``shan-extract``).
+"""Region-feature extraction: images → SCAN-format precomputed files (CLI: :mod:`shan.cli.extract`).
 
 Any :class:`~shan.detect.base.RegionExtractor` (the toy-world detector or Bottom-Up-Attention) is
-run over a list of images and the results are written as::
+run over a list of images and the results are written (by :class:`shan.data.precomp.SplitWriter`,
+the one writer of the format) as::
 
     {split}_ims.npy       (N, k, D) float32, zero-padded to k = the most regions of any image
     {split}_boxes.npy     (N, k, 4) float32, x1 y1 x2 y2 in original pixels
@@ -18,13 +19,12 @@ batches and rank 0 merges. Corrupt or unreadable images are reported and skipped
 
 CLI::
 
-    python -m shan.extract --detector toy --weights checkpoints/detector --images DIR \\
+    shan-extract --detector toy --weights checkpoints/detector --images DIR \\
         --out data/toy_precomp --split test --captions caps.txt --min-regions 2 --max-regions 8
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from shan.data.precomp import SplitWriter
 from shan.detect.base import RegionExtractor, Regions
 from shan.errors import ShanError
 
@@ -75,7 +76,11 @@ def list_images(source: str | Path) -> list[Path]:
             raise ExtractError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {src}")
         return paths
     if src.is_file():
-        lines = [ln.strip() for ln in src.read_text().splitlines() if ln.strip()]
+        try:
+            text = src.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ExtractError(f"--images {src} is not a UTF-8 text file of image paths") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return [p if p.is_absolute() else src.parent / p for p in map(Path, lines)]
     raise ExtractError(f"--images {src} is neither a directory nor a list file")
 
@@ -88,19 +93,25 @@ def read_captions(path: str | Path, ids: Sequence[str], per_image: int = 5) -> l
     p = Path(path)
     if not p.is_file():
         raise ExtractError(f"captions file {p} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = json.loads(text) if p.suffix.lower() == ".json" else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExtractError(f"cannot read captions file {p}: {e}") from None
     if p.suffix.lower() == ".json":
-        data = json.loads(p.read_text())
-        if isinstance(data, list):
-            caps = [list(c) for c in data]
+        if isinstance(data, list) and all(isinstance(c, list) for c in data):
+            caps = [[str(x) for x in c] for c in data]
+        elif not isinstance(data, dict):
+            raise ExtractError(f"{p}: expected {{image id: [captions]}} or a list of caption lists")
         else:
             missing = [i for i in ids if i not in data]
             if missing:
                 raise ExtractError(
                     f"{p} has no captions for {len(missing)} images, e.g. {missing[0]}"
                 )
-            caps = [list(data[i]) for i in ids]
+            caps = [[str(x) for x in data[i]] for i in ids]
     else:
-        lines = [ln.rstrip("\n") for ln in p.read_text().splitlines()]
+        lines = [ln.rstrip("\n") for ln in text.splitlines()]
         if len(lines) != per_image * len(ids):
             raise ExtractError(
                 f"{p} has {len(lines)} lines; expected {per_image} per image × {len(ids)} images"
@@ -276,6 +287,12 @@ def extract_images(
                                 (i, None, f"extractor failed: {type(e1).__name__}: {e1}")
                             )
                     del e
+            results = [  # SHAN needs at least one region per image
+                (i, None, "the detector found no regions")
+                if r is not None and len(r) == 0
+                else (i, r, err)
+                for i, r, err in results
+            ]
             for i, reg, err in results:
                 if reg is None:
                     print(f"warning: skipping {paths[i]}: {err}", file=sys.stderr)
@@ -321,49 +338,33 @@ def _merge(
     if n == 0:
         raise ExtractError(f"none of the {len(paths)} images of {split} could be read")
     k = max(1, max(counts))
-    files = {
-        "ims": out / f"{split}_ims.npy",
-        "boxes": out / f"{split}_boxes.npy",
-        "nregions": out / f"{split}_nregions.npy",
-        "sizes": out / f"{split}_sizes.npy",
-        "ids": out / f"{split}_ids.txt",
-        "regions": out / f"{split}_regions.json",
-    }
-    ims = np.lib.format.open_memmap(
-        files["ims"], mode="w+", dtype=np.float32, shape=(n, k, feature_dim)
-    )
-    boxes = np.zeros((n, k, 4), dtype=np.float32)
-    sizes = np.zeros((n, 2), dtype=np.int64)
-    meta: list[dict] = []
-    row = 0
-    for b in range(n_batches):
-        s = torch.load(parts / _shard_name(b), weights_only=True)
-        off = 0
-        for j, c in enumerate(s["counts"].tolist()):
-            if c:
-                ims[row, :c] = s["features"][off : off + c].numpy()
-                boxes[row, :c] = s["boxes"][off : off + c].numpy()
-            ims[row, c:] = 0.0
-            sizes[row] = s["sizes"][j].numpy()
-            off += c
-            row += 1
-        meta += json.loads(s["meta"])
-    ims.flush()
-    del ims
-    np.save(files["boxes"], boxes)
-    np.save(files["nregions"], np.asarray(counts, dtype=np.int64))
-    np.save(files["sizes"], sizes)
-    files["ids"].write_text("".join(ids[i] + "\n" for i in kept))
-    files["regions"].write_text(json.dumps(meta))
-    if captions is not None:
-        files["caps"] = out / f"{split}_caps.txt"
-        files["caps"].write_text("".join(c.strip() + "\n" for i in kept for c in captions[i]))
-    fpath = out / f"{split}_failed.txt"
-    if failed:
-        fpath.write_text("".join(f"{paths[i]}\t{err}\n" for i, err in failed))
-        files["failed"] = fpath
-    elif fpath.exists():
-        fpath.unlink()
+    # the features stream shard by shard into a memory map; everything else is small
+    with SplitWriter(out, split, n, k, feature_dim) as writer:
+        boxes = np.zeros((n, k, 4), dtype=np.float32)
+        sizes = np.zeros((n, 2), dtype=np.int64)
+        meta: list[dict] = []
+        row = 0
+        for b in range(n_batches):
+            s = torch.load(parts / _shard_name(b), weights_only=True)
+            off = 0
+            for j, c in enumerate(s["counts"].tolist()):
+                if c:
+                    writer.ims[row, :c] = s["features"][off : off + c].numpy()
+                    boxes[row, :c] = s["boxes"][off : off + c].numpy()
+                sizes[row] = s["sizes"][j].numpy()
+                off += c
+                row += 1
+            meta += json.loads(s["meta"])
+        written = writer.finish(
+            captions=None if captions is None else [c.strip() for i in kept for c in captions[i]],
+            boxes=boxes,
+            nregions=np.asarray(counts, dtype=np.int64),
+            ids=[ids[i] for i in kept],
+            sizes=sizes,
+            regions=meta,
+            failed=[(paths[i], err) for i, err in failed],
+        )
+    files = dict(written)
     shutil.rmtree(parts, ignore_errors=True)
     return {
         "n_images": n,
@@ -374,77 +375,3 @@ def _merge(
         "seconds": time.time() - t0,
         "files": {key: str(v) for key, v in files.items()},
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``shan-extract``: see the module docstring."""
-    p = argparse.ArgumentParser(
-        prog="shan-extract", description="Detector region features -> SCAN-format precomp files."
-    )
-    p.add_argument("--detector", choices=["toy", "butd"], required=True)
-    p.add_argument("--weights", required=True, help="toy: detector dir; butd: weights file")
-    p.add_argument("--images", required=True, help="an image directory or a list file")
-    p.add_argument("--out", required=True, help="output <name>_precomp directory")
-    p.add_argument("--split", required=True)
-    p.add_argument("--captions", default=None, help=".txt (5 lines per image) or .json")
-    p.add_argument("--captions-per-image", type=int, default=5)
-    p.add_argument("--num-regions", type=int, default=None, help="fixed k (min = max = k)")
-    p.add_argument("--min-regions", type=int, default=None)
-    p.add_argument("--max-regions", type=int, default=None)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--no-resume", action="store_true", help="start over, ignoring finished shards")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-
-    from shan.detect.factory import build_extractor
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if world > 1:
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(local_rank)
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    lo, hi = args.min_regions, args.max_regions
-    if args.num_regions is not None:
-        if lo is not None or hi is not None:
-            p.error("give either --num-regions or --min-regions/--max-regions, not both")
-        lo = hi = args.num_regions
-    try:
-        paths = list_images(args.images)
-        ids = [Path(x).name for x in paths]
-        caps = read_captions(args.captions, ids, args.captions_per_image) if args.captions else None
-        extractor = build_extractor(args.detector, args.weights, device, lo, hi)
-        summary = extract_images(
-            extractor,
-            paths,
-            args.out,
-            args.split,
-            args.batch_size,
-            caps,
-            resume=not args.no_resume,
-            ids=ids,
-            progress=not args.quiet,
-        )
-    except (ExtractError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    if summary.get("n_images") is not None:
-        print(
-            f"{args.split}: {summary['n_images']} images, k={summary['k']}, "
-            f"D={summary['feature_dim']}, {summary['n_failed']} skipped, "
-            f"{summary['seconds']:.1f}s -> {args.out}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

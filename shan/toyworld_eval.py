@@ -2,13 +2,13 @@
 hard-negative accuracy, and retrieval with per-step (ablation-by-switch) scores.
 
 Everything reads the SCAN-format files written by :func:`shan.extract.extract_images` (detector
-boxes and features, not ground-truth boxes) plus the toy world's ``annotations.json``; rows are
-matched to annotation records through ``{split}_ids.txt``.
+boxes and features, not ground-truth boxes; read through :mod:`shan.data.precomp`, the format's one
+reader) plus the toy world's ``annotations.json``; rows are matched to annotation records through
+``{split}_ids.txt``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from shan.data.precomp import load_split_dir, read_regions
 from shan.errors import ShanError
 
 GROUNDING_ROLES = ("shape", "colour")
@@ -39,13 +40,12 @@ def load_precomp_split(precomp: str | Path, split: str, annotations: dict) -> di
     "records": [annotation record per row], "regions": [labels/attributes/scores per row] | None}``.
     """
     d = Path(precomp)
-    try:
-        feats = np.load(d / f"{split}_ims.npy", mmap_mode="r")
-        boxes = np.load(d / f"{split}_boxes.npy")
-        nreg = np.load(d / f"{split}_nregions.npy")
-        ids = (d / f"{split}_ids.txt").read_text().split()
-    except FileNotFoundError as e:
-        raise ToyEvalError(f"missing extracted file for split {split!r} in {d}: {e}") from e
+    arrays = load_split_dir(d, split, require_captions=False)
+    for part, have in (("boxes.npy", arrays.boxes), ("ids.txt", arrays.ids)):
+        if have is None:
+            raise ToyEvalError(f"missing extracted file for split {split!r} in {d}: {split}_{part}")
+    feats, nreg, ids = arrays.feats, arrays.nregions, arrays.ids
+    boxes = np.array(arrays.boxes)  # small: into memory (the features stay memory-mapped)
     by_id = {r["id"]: r for r in annotations["images"]}
     by_file = {Path(r["file"]).name: r for r in annotations["images"]}
     records = []
@@ -54,10 +54,12 @@ def load_precomp_split(precomp: str | Path, split: str, annotations: dict) -> di
         if rec is None:
             raise ToyEvalError(f"image id {i!r} of {d}/{split}_ids.txt is not in the annotations")
         records.append(rec)
-    rpath = d / f"{split}_regions.json"
-    regions = json.loads(rpath.read_text()) if rpath.is_file() else None
-    k = feats.shape[1]
-    masks = np.arange(k)[None, :] < nreg[:, None]
+    regions = read_regions(d, split)
+    if regions is not None and len(regions) != len(ids):
+        raise ToyEvalError(
+            f"{d}/{split}_regions.json describes {len(regions)} of {len(ids)} images"
+        )
+    masks = arrays.masks
     return {
         "feats": feats,
         "boxes": boxes,

@@ -1,4 +1,4 @@
-"""Train SHAN on precomputed SCAN-format region features: ``shan-train`` / ``python -m shan.train``.
+"""Train SHAN on precomputed SCAN-format region features (the CLI: :mod:`shan.cli.train`).
 
 Example::
 
@@ -20,20 +20,18 @@ else fp16 with a GradScaler), then validation rSum on ``data.val_split`` (first
   read back with ``torch.load(weights_only=True)``) for ``--resume OUT_DIR/last``;
 * ``train_config.json`` and ``log.jsonl`` (one JSON line per epoch).
 
-Multi-GPU: launch with ``torchrun --nproc_per_node=G -m shan.train ...``; ``WORLD_SIZE`` in the
+Multi-GPU: launch with ``torchrun --nproc_per_node=G -m shan.cli.train ...``; ``WORLD_SIZE`` in the
 environment switches on DistributedDataParallel with a DistributedSampler (``batch_size`` is per
 process) and only rank 0 validates and writes.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import random
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -45,12 +43,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from shan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from shan.config import (
+    ConfigError,
     DataConfig,
     ModelConfig,
     TrainConfig,
     apply_overrides,
     from_dict,
     to_dict,
+    validate,
 )
 from shan.data.precomp import PrecompDataset, load_split_arrays
 from shan.data.vocab import TransformerTextProcessor, Vocabulary
@@ -62,8 +62,8 @@ TRAIN_STATE_NAME = "train_state.pt"
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
-class ConfigError(ShanError, ValueError):
-    """A config file or ``--set`` override that cannot be used."""
+class TrainingError(ShanError, FloatingPointError):
+    """Training cannot go on (the loss is no longer a finite number)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,6 +79,8 @@ def load_config_file(path: str | Path) -> tuple[ModelConfig, DataConfig, TrainCo
         data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {p} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a JSON object with model/data/train sections")
     unknown = sorted(set(data) - set(SECTIONS) - {"comment", "_comment"})
@@ -135,7 +137,7 @@ def apply_set_overrides(
 # distributed helpers
 
 
-def _dist_info() -> tuple[int, int, int]:
+def dist_info() -> tuple[int, int, int]:
     """``(world_size, rank, local_rank)`` from the torchrun environment (1, 0, 0 otherwise)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -205,7 +207,8 @@ def train(
         min_count: minimum word count when building the vocabulary.
         progress: show tqdm bars (rank 0 only).
     """
-    world, rank, local_rank = _dist_info()
+    model_cfg, data_cfg, train_cfg = validate(model_cfg), validate(data_cfg), validate(train_cfg)
+    world, rank, local_rank = dist_info()
     distributed = world > 1
     device = resolve_device(train_cfg.device, local_rank)
     if distributed and not torch.distributed.is_initialized():
@@ -364,7 +367,10 @@ def train(
                 optimizer.step()
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
-                raise FloatingPointError(f"loss is {losses[-1]} at epoch {epoch} step {step}")
+                raise TrainingError(
+                    f"the loss is {losses[-1]} at epoch {epoch} step {step} (try a lower "
+                    "train.lr or train.grad_clip)"
+                )
             if is_main and train_cfg.log_every and (step + 1) % train_cfg.log_every == 0:
                 msg = (
                     f"epoch {epoch} step {step + 1}/{len(loader)} loss {np.mean(losses[-50:]):.4f}"
@@ -431,75 +437,3 @@ def train(
     if is_main and not best_dir.is_dir():  # e.g. resumed at the last epoch: nothing new trained
         save_checkpoint(best_dir, model, text, extra=dict(base_extra, epoch=start_epoch - 1))
     return best_dir
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="shan-train",
-        description="Train SHAN on SCAN-format precomputed features.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--config", help="JSON file with model/data/train sections (e.g. configs/f30k.json)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config field, e.g. --set train.lr=1e-4 (repeatable)",
-    )
-    p.add_argument(
-        "--vocab", help="use this vocab.json instead of building one from train captions"
-    )
-    p.add_argument("--min-count", type=int, default=1, help="min word count for a built vocabulary")
-    p.add_argument("--resume", help="continue from OUT_DIR/last (same as --set train.resume=...)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    p.add_argument("--print-config", action="store_true", help="print the merged config and exit")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfgs: tuple[ModelConfig, DataConfig, TrainConfig] = (
-            load_config_file(args.config)
-            if args.config
-            else (ModelConfig(), DataConfig(), TrainConfig())
-        )
-        overrides = list(args.overrides)
-        if args.resume:
-            overrides.append(f"train.resume={args.resume}")
-        model_cfg, data_cfg, train_cfg = apply_set_overrides(cfgs, overrides)
-        if args.print_config:
-            dump = {
-                "model": to_dict(model_cfg),
-                "data": to_dict(data_cfg),
-                "train": to_dict(train_cfg),
-            }
-            print(json.dumps(dump, indent=2))
-            return 0
-        vocab = Vocabulary.load(args.vocab) if args.vocab else None
-        best = train(
-            model_cfg,
-            data_cfg,
-            train_cfg,
-            vocab=vocab,
-            min_count=args.min_count,
-            progress=not args.no_progress,
-        )
-    except ShanError as e:
-        print(f"shan-train: error: {e}", file=sys.stderr)
-        return 2
-    if _dist_info()[1] == 0:
-        print(f"best checkpoint: {best}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -195,3 +195,83 @@ def test_preprocess_bgr_mean_and_size():
     y, s2 = preprocess(ramp, ButdInference(short_side=4, max_side=8), torch.device("cpu"))
     row = (y[0, 0] + m[0]).tolist()
     assert s2 == 2.0 and row == pytest.approx([0.0, 25.0, 75.0, 100.0], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- detectron2 port
+def test_detectron2_cell_anchors_order_and_values():
+    """The airsplay port's config: sizes 64, 128, 256, 512 x ratios 0.5, 1, 2, size-major."""
+    a = co.detectron2_cell_anchors()
+    assert a.shape == (12, 4) and a.dtype == torch.float32
+    r2 = math.sqrt(2.0)
+    expected = []
+    for size in (64, 128, 256, 512):  # for each size, every ratio (h / w), area size**2 kept
+        half_w = {0.5: size * r2 / 2, 1.0: size / 2, 2.0: size / r2 / 2}
+        for ratio in (0.5, 1.0, 2.0):
+            hw, hh = half_w[ratio], ratio * half_w[ratio]
+            expected.append([-hw, -hh, hw, hh])
+    assert torch.allclose(a, torch.tensor(expected), rtol=0, atol=1e-5)
+    # spelled out: rows 0..2 are size 64 (ratio 0.5 is 90.51 wide, 45.25 high), row 4 is 128 x 128
+    assert a[0].tolist() == pytest.approx([-45.2548, -22.6274, 45.2548, 22.6274], abs=1e-4)
+    assert a[1].tolist() == [-32.0, -32.0, 32.0, 32.0]
+    assert a[2].tolist() == pytest.approx([-22.6274, -45.2548, 22.6274, 45.2548], abs=1e-4)
+    assert a[4].tolist() == [-64.0, -64.0, 64.0, 64.0]
+    assert a[10].tolist() == [-256.0, -256.0, 256.0, 256.0]
+    # centred on 0 (offset 0.0: the first cell's anchors are centred on pixel 0, not 7.5)
+    assert torch.allclose(a[:, :2], -a[:, 2:])
+    # Caffe's anchors (the old fallback) are another set in another order: channel by channel,
+    # at most 2 of the 12 have a similar shape, and every centre is off by 7.5 pixels
+    caffe = co.generate_anchors()
+    shape_d2, shape_caffe = a[:, 2:] - a[:, :2], caffe[:, 2:] - caffe[:, :2] + 1
+    similar = ((shape_d2 - shape_caffe).abs() <= 0.1 * shape_caffe).all(dim=1)
+    assert int(similar.sum()) <= 2
+    assert torch.allclose((caffe[:, :2] + caffe[:, 2:]) / 2 - (a[:, :2] + a[:, 2:]) / 2,
+                          torch.full((12, 2), 7.5))  # fmt: skip
+    assert co.default_cell_anchors("detectron2").tolist() == a.tolist()
+    assert co.default_cell_anchors("caffe").tolist() == caffe.tolist()
+    with pytest.raises(ValueError, match="unknown box convention"):
+        co.default_cell_anchors("caffe2")
+
+
+def test_decode_clip_and_size_with_the_detectron2_convention():
+    box = torch.tensor([[0.0, 0.0, 16.0, 16.0]])  # w = h = 16 ("+0"), centre (8, 8)
+    z = co.decode_boxes(box, torch.zeros(1, 4), convention="detectron2")
+    assert z.tolist() == box.tolist()  # zero deltas give the box back (Caffe's adds 1 to x2/y2)
+    d = torch.tensor([[0.5, -0.25, math.log(2.0), 0.0]])
+    out = co.decode_boxes(box, d, convention="detectron2")[0].tolist()
+    # centre x 8 + 0.5*16 = 16, width 32 -> [0, 32]; centre y 8 - 4 = 4, height 16 -> [-4, 12]
+    assert out == pytest.approx([0.0, -4.0, 32.0, 12.0])
+    big = co.decode_boxes(box, torch.tensor([[0.0, 0.0, 100.0, 0.0]]), convention="detectron2")
+    assert big[0, 2].item() - big[0, 0].item() == pytest.approx(1000.0, rel=1e-5)  # same clamp
+    b = torch.tensor([[-5.0, -1.0, 120.0, 30.0]])
+    assert co.clip_boxes(b, 50, 100, "detectron2").tolist() == [[0.0, 0.0, 100.0, 30.0]]
+    assert co.clip_boxes(b, 50, 100, "caffe").tolist() == [[0.0, 0.0, 99.0, 30.0]]
+    s = torch.tensor([[0.0, 0.0, 16.0, 16.0], [0.0, 0.0, 15.0, 15.0]])
+    assert co.min_size_mask(s, 16, "detectron2").tolist() == [True, False]
+    assert co.min_size_mask(s, 16, "caffe").tolist() == [True, True]
+
+
+def test_rpn_proposals_detectron2_convention_nms_uses_plain_areas():
+    # "+0" IoU of these two: inter 10 x 4 = 40, union 160 -> 0.25. Caffe's decoding widens both by
+    # one ([0, 0, 11, 11], [0, 6, 11, 17]) and its "+1" IoU is then 12 x 6 / (2 x 144 - 72) = 0.33
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 6.0, 10.0, 16.0]])
+    scores = torch.tensor([0.9, 0.8])
+    args = (anchors, scores, torch.zeros(2, 4), 40, 40, 1.0, 10, 10)
+    boxes, _ = co.rpn_proposals(*args, nms_thresh=0.26, convention="detectron2")
+    assert boxes.tolist() == anchors.tolist()  # both kept, unchanged by zero deltas
+    boxes, _ = co.rpn_proposals(*args, nms_thresh=0.26, convention="caffe")
+    assert boxes.tolist() == [[0.0, 0.0, 11.0, 11.0]]  # "+1": decoded one wider, IoU above 0.26
+
+
+def test_class_nms_decision_depends_on_the_frame():
+    """Why the per-class NMS runs in original-image pixels: "+1" IoUs change with the scale.
+
+    Original frame: A = [0, 0, 6, 6], B = [4, 0, 10, 6]: inter 3 x 7 = 21, areas 49 -> IoU 21 / 77
+    = 0.273 <= 0.3, B survives. Resized by 0.5: [0, 0, 3, 3], [2, 0, 5, 3]: inter 2 x 4 = 8, areas
+    16 -> IoU 8 / 24 = 0.333 > 0.3, B is suppressed.
+    """
+    orig = torch.tensor([[0.0, 0.0, 6.0, 6.0], [4.0, 0.0, 10.0, 6.0]])
+    scores = torch.tensor([[0.6], [0.5]])
+    assert co.box_iou_plus1(orig, orig)[0, 1].item() == pytest.approx(21 / 77)
+    assert co.box_iou_plus1(orig * 0.5, orig * 0.5)[0, 1].item() == pytest.approx(1 / 3)
+    assert co.class_nms_max_conf(orig, scores, 0.3).tolist() == pytest.approx([0.6, 0.5])
+    assert co.class_nms_max_conf(orig * 0.5, scores, 0.3).tolist() == pytest.approx([0.6, 0.0])

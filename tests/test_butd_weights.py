@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from shan.detect import caffe_ops
 from shan.detect.butd import ButdNet
 from shan.detect.butd_weights import (
     ANCHORS_KEY,
@@ -20,6 +25,7 @@ from shan.detect.butd_weights import (
     random_weights,
     read_checkpoint,
 )
+from shan.errors import ShanError
 
 SMALL = ButdArch(res4_blocks=1, num_classes=11, num_attributes=6)
 BP = "roi_heads.box_predictor"
@@ -84,15 +90,17 @@ def test_load_milvlg_pth(tmp_path, small_sd):
     p = _save_pth(tmp_path / "w.pth", small_sd, extra=extra)
     lw = load_butd_weights(p)
     assert lw.arch == SMALL and lw.source_format == "milvlg"
-    assert torch.equal(lw.cell_anchors, torch.arange(48.0).view(12, 4))
+    assert torch.equal(lw.cell_anchors, torch.arange(48.0).view(12, 4)) and lw.anchors_from_file
+    assert lw.box_convention == "caffe" and lw.filled_norms == []
     assert torch.equal(
         lw.state_dict["predictor.cls_score.weight"], small_sd[f"{BP}.cls_score.weight"]
     )
     assert torch.equal(lw.state_dict["backbone.layer1.0.downsample.0.weight"],
                        small_sd["backbone.res2.0.shortcut.weight"])  # fmt: skip
-    # unwrapped state dict too; no anchors stored -> None (Caffe anchors are generated later)
+    # unwrapped state dict too; no anchors stored -> Caffe's generated anchors, "+1" convention
     lw2 = load_butd_weights(_save_pth(tmp_path / "plain.pth", small_sd, wrap=False))
-    assert lw2.cell_anchors is None
+    assert torch.equal(lw2.cell_anchors, caffe_ops.generate_anchors())
+    assert not lw2.anchors_from_file and lw2.box_convention == "caffe"
 
 
 def _to_pkl_layout(sd: dict) -> dict:
@@ -123,6 +131,9 @@ def test_load_detectron2_pkl_converts_layout(tmp_path, small_sd):
         pickle.dump({"model": pkl, "__author__": "test"}, f)
     lw = load_butd_weights(p)
     assert lw.arch == SMALL and lw.source_format == "detectron2-pkl"
+    # no anchors stored: the detectron2 port's generated anchors and box convention, never Caffe's
+    assert lw.box_convention == "detectron2" and not lw.anchors_from_file
+    assert torch.equal(lw.cell_anchors, caffe_ops.detectron2_cell_anchors())
     sd = lw.state_dict
     # background back at index 0 for classes, embeddings and attributes
     assert torch.equal(sd["predictor.cls_score.weight"], small_sd[f"{BP}.cls_score.weight"])
@@ -226,3 +237,202 @@ def test_protocol2_pickle_of_arrays_is_readable(tmp_path):
         pickle.dump({"model": arrs}, f, protocol=2)
     sd, fmt = read_checkpoint(p)
     assert fmt == "pkl" and np.array_equal(sd["a"], arrs["a"]) and sd["b"] == 2.5
+
+
+def _dump_pkl(path, arrays):
+    with open(path, "wb") as f:
+        pickle.dump({"model": arrays, "__author__": "test"}, f)
+    return path
+
+
+def test_pkl_with_stored_anchors_uses_them_with_the_detectron2_convention(tmp_path, small_sd):
+    pkl = _to_pkl_layout(small_sd)
+    stored = np.arange(48, dtype=np.float32).reshape(12, 4)
+    lw = load_butd_weights(_dump_pkl(tmp_path / "a.pkl", {**pkl, ANCHORS_KEY: stored}))
+    assert lw.anchors_from_file and lw.box_convention == "detectron2"
+    assert torch.equal(lw.cell_anchors, torch.from_numpy(stored))
+
+
+def test_frozen_norms_stored_as_weight_and_bias_only_get_default_statistics(
+    tmp_path, small_sd, caplog
+):
+    pkl = _to_pkl_layout(small_sd)
+    norms = sorted(k[: -len(".running_mean")] for k in pkl if k.endswith(".running_mean"))
+    assert len(norms) == 38  # every norm of the small network
+    # the reference: the same file with the statistics written out as mean 0, var 1
+    ref = {**pkl}
+    for n in norms:
+        ref[f"{n}.running_mean"] = np.zeros_like(pkl[f"{n}.weight"])
+        ref[f"{n}.running_var"] = np.ones_like(pkl[f"{n}.weight"])
+    bare = {k: v for k, v in pkl.items() if "running_" not in k}
+    with caplog.at_level("WARNING", logger="shan.detect.butd_weights"):
+        lw = load_butd_weights(_dump_pkl(tmp_path / "bare.pkl", bare))
+    assert sorted(lw.filled_norms) == norms
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "38 frozen norms are stored as weight and bias only" in msg and "mean 0, var 1" in msg
+    full = load_butd_weights(_dump_pkl(tmp_path / "ref.pkl", ref))
+    assert full.filled_norms == []
+    assert set(lw.state_dict) == set(full.state_dict)
+    for k, v in full.state_dict.items():
+        assert torch.equal(lw.state_dict[k], v), k
+    # the network built from it runs, and a norm keeping only one statistic is still an error
+    half = {k: v for k, v in pkl.items() if not k.endswith("res2.0.conv1.norm.running_var")}
+    with pytest.raises(WeightsError, match=r"missing 1 keys: backbone\.res2\.0\.conv1\.norm\.run"):
+        load_butd_weights(_dump_pkl(tmp_path / "half.pkl", half))
+
+
+# ----------------------------------------------------------------------------- hostile files
+_OOM_SCRIPT = r"""
+import resource, sys
+import torch  # imported before the limit: its libraries alone map a few GB of address space
+from shan.detect.butd_weights import WeightsError, load_butd_weights
+vm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")][0]
+limit = vm * 1024 + 1024**3  # what is mapped now + 1 GiB
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+for path in sys.argv[1:]:
+    try:
+        load_butd_weights(path)
+        print("LOADED", path)
+    except WeightsError as e:
+        print("REFUSED", e)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_huge_block_index_is_refused_before_allocating(tmp_path):
+    """A 1.5 KB file naming block 99999999 of res4 used to build a 20 GB key list (issue 9.2).
+
+    Run in a subprocess whose address space is capped 1 GiB above its size after importing torch,
+    so a regression ends in a MemoryError there instead of exhausting this machine.
+    """
+    key = "backbone.res4.99999999.conv1.weight"
+    pth = tmp_path / "evil.pth"
+    torch.save({key: torch.zeros(2)}, pth)
+    pkl = _dump_pkl(tmp_path / "evil.pkl", {key: np.zeros(2, np.float32)})
+    assert pth.stat().st_size < 2000 and pkl.stat().st_size < 2000
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _OOM_SCRIPT, str(pth), str(pkl)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(ln.startswith("REFUSED") for ln in lines), proc.stdout
+    for ln in lines:
+        assert "block index outside ResNet-101" in ln and key in ln
+        assert "res4 23" in ln
+
+
+def _hostile(tmp_path, small_sd, name, **changes):
+    sd = dict(small_sd)
+    sd.update(changes)
+    return _save_pth(tmp_path / name, sd)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "backbone.res4.1" + "0" * 5000 + ".conv1.weight",  # int() would refuse > 4300 digits
+        "backbone.res2.3.conv1.weight",  # res2 has 3 blocks
+        "backbone.res3.4.conv1.weight",
+        "backbone.res4.23.conv1.weight",
+        "roi_heads.res5.3.conv1.weight",
+        "backbone.res4.-1.conv1.weight",
+        "backbone.res4.٣.conv1.weight",  # a non-ASCII digit
+    ],
+    ids=["5001-digits", "res2.3", "res3.4", "res4.23", "res5.3", "negative", "arabic-digit"],
+)
+def test_block_indices_outside_resnet101_are_named(tmp_path, small_sd, key):
+    p = _hostile(tmp_path, small_sd, "idx.pth", **{key: torch.zeros(1)})
+    with pytest.raises(WeightsError, match="block index outside ResNet-101") as e:
+        load_butd_weights(p)
+    msg = str(e.value)
+    assert "\n" not in msg and isinstance(e.value, ShanError)
+    assert key[:60] in msg and len(msg) < 1000  # long keys are shortened in the message
+
+
+def test_expanded_tensor_with_a_huge_shape_is_refused(tmp_path, small_sd):
+    """Stride-0 views cost nothing in the file but a huge class count would be allocated later."""
+    n = 10**7
+    huge = {
+        f"{BP}.cls_score.weight": torch.zeros(1).expand(n, 2048),
+        f"{BP}.cls_score.bias": torch.zeros(1).expand(n),
+        f"{BP}.bbox_pred.weight": torch.zeros(1).expand(4 * n, 2048),
+        f"{BP}.bbox_pred.bias": torch.zeros(1).expand(4 * n),
+        f"{BP}.cls_embed.weight": torch.zeros(1).expand(n, 256),
+    }
+    p = _save_pth(tmp_path / "expanded.pth", huge)
+    assert p.stat().st_size < 5000
+    with pytest.raises(WeightsError, match="data smaller than the shape") as e:
+        load_butd_weights(p)
+    assert f"{BP}.cls_score.weight (10000000, 2048)" in str(e.value)
+
+
+def test_counts_above_the_public_network_are_refused(tmp_path):
+    """Checked from the declared shapes, before the schema (and anything sized by them) is built."""
+    for name, value, message in [
+        (f"{BP}.cls_score.weight", torch.zeros(1602, 1), r"1602 classes, expected 2\.\.1601"),
+        (f"{BP}.attr_linear2.weight", torch.zeros(402, 1), r"402 attributes, expected 2\.\.401"),
+        (ANCHORS_KEY, torch.zeros(13, 4), r"13 anchors, expected 1\.\.12"),
+    ]:
+        with pytest.raises(WeightsError, match=message):
+            load_butd_weights(_save_pth(tmp_path / "counts.pth", {name: value}))
+
+
+def test_wrong_types_dims_and_values_are_named(tmp_path, small_sd):
+    conv, nan = "backbone.res3.1.conv2.weight", float("nan")
+    cases = {
+        "not a tensor or array": {"backbone.res2.0.conv1.norm.weight": "a string"},
+        "not a floating-point array": {conv: small_sd[conv].to(torch.int32)},
+        "more than 4 dimensions": {conv: small_sd[conv][None]},
+        "non-finite values": {conv: small_sd[conv].clone().index_fill_(0, torch.tensor([3]), nan)},
+    }  # fmt: skip
+    for i, (what, change) in enumerate(cases.items()):
+        p = _hostile(tmp_path, small_sd, f"case{i}.pth", **change)
+        with pytest.raises(WeightsError) as e:
+            load_butd_weights(p)
+        assert what in str(e.value) and next(iter(change)) in str(e.value), str(e.value)
+    # complex numbers, booleans and inf in the .pkl format too
+    pkl = _to_pkl_layout(small_sd)
+    for i, bad in enumerate([pkl[conv].astype(np.complex64), pkl[conv] > 0]):
+        with pytest.raises(WeightsError, match="not a floating-point array"):
+            load_butd_weights(_dump_pkl(tmp_path / f"t{i}.pkl", {**pkl, conv: bad}))
+    inf = np.array([1.0, np.inf, 3.0], np.float32)
+    with pytest.raises(WeightsError, match="non-finite values .*pixel_mean"):
+        load_butd_weights(_dump_pkl(tmp_path / "inf.pkl", {**pkl, "pixel_mean": inf}))
+
+
+def test_num_batches_tracked_must_belong_to_a_norm_and_be_one_integer(tmp_path, small_sd):
+    ok = "backbone.res4.0.conv1.norm.num_batches_tracked"
+    load_butd_weights(_hostile(tmp_path, small_sd, "ok.pth", **{ok: torch.tensor(7)}))
+    p = _hostile(tmp_path, small_sd, "stray.pth",
+                 **{"backbone.res4.0.conv9.norm.num_batches_tracked": torch.tensor(0)})  # fmt: skip
+    with pytest.raises(WeightsError, match="unexpected 1 keys: backbone.res4.0.conv9"):
+        load_butd_weights(p)
+    p = _hostile(tmp_path, small_sd, "big.pth", **{ok: torch.zeros(5, dtype=torch.long)})
+    with pytest.raises(WeightsError, match="expected one integer"):
+        load_butd_weights(p)
+
+
+def test_compressed_torch_archive_that_unpacks_too_far_is_refused(tmp_path, monkeypatch):
+    """torch.load allocates each zip member at its declared size; deflate packs zeros ~1000-fold."""
+    import zipfile
+
+    from shan.detect import butd_weights
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"x": torch.zeros(2_000_000)}, plain)  # 8 MB of zeros
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setattr(butd_weights, "MAX_UNPACKED_BYTES", 4_000_000)
+    with pytest.raises(WeightsError, match=r"unpacks to 7\.6 MiB, more than the 4 MiB") as e:
+        load_butd_weights(bomb)
+    assert "\n" not in str(e.value)
+    # the same data stored plainly passes that check (and then fails the layout check)
+    monkeypatch.setattr(butd_weights, "MAX_UNPACKED_BYTES", 9_000_000)
+    with pytest.raises(WeightsError, match="does not match the MILVLG BUTD layout"):
+        load_butd_weights(bomb)

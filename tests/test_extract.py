@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from shan.cli.extract import main
 from shan.detect.base import Regions
-from shan.extract import ExtractError, extract_images, list_images, main, read_captions
+from shan.extract import ExtractError, extract_images, list_images, read_captions
 
 
 class FakeExtractor:
@@ -156,7 +157,7 @@ def test_all_images_unreadable_is_an_error(tmp_path):
 
 
 def test_cli_with_toy_detector(images, tmp_path):
-    from shan.data import toyworld as tw
+    from shan import toyworld as tw
     from shan.detect.toy import ToyDetector, ToyDetectorConfig
 
     d, paths = images
@@ -216,3 +217,29 @@ def test_cli_with_toy_detector(images, tmp_path):
         ]
     )
     assert rc == 2
+
+
+def test_images_without_regions_are_skipped_and_files_come_from_precomp(images, tmp_path):
+    """An image the detector finds nothing in is reported like an unreadable one (SHAN needs a
+    region per image); the result reads back through shan.data.precomp, the format's owner."""
+    from shan.data.precomp import load_split_dir, read_regions
+
+    class NothingInTheFirst(FakeExtractor):
+        def extract(self, images):
+            out = super().extract(images)
+            return [r if im.size[0] != 20 else Regions(r.boxes[:0], r.features[:0], r.scores[:0],
+                    [], [], r.attribute_scores[:0], r.image_size)  # fmt: skip
+                    for im, r in zip(images, out)]  # fmt: skip
+
+    _, paths = images
+    out = tmp_path / "out"
+    s = extract_images(NothingInTheFirst(), paths, out, "test", batch_size=3, progress=False)
+    assert s["n_images"] == 6 and s["n_failed"] == 2  # im0 (no regions) and broken.jpg
+    assert "im0.png\tthe detector found no regions" in (out / "test_failed.txt").read_text()
+    arr = load_split_dir(out, "test", require_captions=False)
+    assert arr.n_images == 6 and arr.ids[0] == "im1.png" and arr.sizes.shape == (6, 2)
+    assert len(read_regions(out, "test")) == 6 and not (out / "test_caps.txt").exists()
+    # a second run with every image readable drops the stale failure list
+    good = [p for p in paths if p.suffix == ".png"]
+    extract_images(FakeExtractor(), good, out, "test", batch_size=3, progress=False)
+    assert not (out / "test_failed.txt").exists()

@@ -14,6 +14,7 @@ from PIL import Image
 from demo.pipeline import (
     MAX_CAPTIONS,
     MAX_IMAGE_SIDE,
+    MAX_PIXELS,
     MIN_IMAGE_SIDE,
     DemoPipeline,
     InputError,
@@ -22,6 +23,7 @@ from demo.pipeline import (
     load_image,
     parse_captions,
 )
+from shan.detect.base import Regions
 from shan.explain import box_heatmap, step_contributions
 from tests.app_fixtures import (
     EXAMPLES_JSON,
@@ -255,6 +257,37 @@ def test_search_ranks_images_and_skips_bad_files(pipe, tmp_path):
     assert abs(best.scores["total"] - r.scores[r.order[0], 0]) < 1e-4
 
 
+def test_search_explains_any_image_on_demand_from_its_stored_regions(pipe):
+    r = pipe.search([scene(seed=s) for s in range(3)], "a red circle")
+    assert [e is not None for e in r.explanations].count(True) == 1  # only the best, at first
+    calls = pipe.extractor.calls
+    for i in range(3):
+        e = pipe.explain_image(r, i)
+        assert e is pipe.explain_image(r, i)  # computed once, then kept
+        assert abs(e.scores["total"] - r.scores[i, 0]) < 1e-4  # what the ranking says
+        assert e.boxes.shape[0] == len(r.regions[i])
+    assert pipe.extractor.calls == calls  # no new detection
+    with pytest.raises(InputError, match="ranked images"):
+        pipe.explain_image(r, 3)
+
+
+def test_same_words_in_another_order_are_pointed_out(pipe, img_path):
+    r = pipe.match(
+        img_path,
+        "a red circle left of a blue square\na blue square left of a red circle\na red circle",
+    )
+    said = [n for n in r.notices if "same words in another order" in n]
+    assert len(said) == 1 and said[0].startswith("Captions 1 and 2")
+    assert f"{r.scores[0, 0]:.3f}" in said[0] and f"{r.scores[1, 0]:.3f}" in said[0]
+    plain = pipe.match(img_path, "a red circle\na blue square")
+    assert not [n for n in plain.notices if "another order" in n]
+
+
+def test_vocabulary_lists_the_models_words(pipe):
+    words = pipe.vocabulary()
+    assert "circle" in words and "<unk>" not in words and "<pad>" not in words
+
+
 def test_search_with_padding_matches_single_scores(pipe):
     """Images with different region counts are padded together: padding must not change scores."""
     a, b = scene(seed=1), scene((90, 300), seed=2)
@@ -328,6 +361,29 @@ def test_from_checkpoint_uses_detector_named_in_config(tmp_path):
     assert r.scores.shape == (2, 4) and len(r.regions) >= 1
     with pytest.raises(SetupError, match="detector"):
         DemoPipeline.from_checkpoint(str(ckpt), detector_weights=str(tmp_path / "nowhere"))
+
+
+def test_from_checkpoint_takes_the_folder_with_shan_and_detector(tmp_path):
+    """``--checkpoint checkpoints``: the folder holding ``shan/`` beside ``detector/``."""
+    root = make_fixture_app_checkpoint(tmp_path).parent
+    pipe = DemoPipeline.from_checkpoint(str(root), device="cpu")
+    assert type(pipe.extractor).__name__ == "ToyDetector"
+    assert f"`{root / 'shan'}`" in pipe.description and "detector `toy`" in pipe.description
+    assert pipe.match(scene(), "a red circle").scores.shape == (1, 4)
+
+
+def test_detector_that_does_not_fit_the_model_is_one_line(tmp_path):
+    from shan.checkpoint import detector_link
+    from tests.app_fixtures import make_checkpoint
+
+    root = make_fixture_app_checkpoint(tmp_path).parent
+    make_checkpoint(
+        root / "other", img_dim=16, extra={"detector": detector_link("toy", "../detector")}
+    )
+    with pytest.raises(SetupError) as err:
+        DemoPipeline.from_checkpoint(str(root / "other"), device="cpu")
+    message = str(err.value)
+    assert "\n" not in message and "256-d region features" in message and "img_dim=16" in message
 
 
 def test_load_examples_formats(tmp_path):
@@ -413,3 +469,115 @@ def test_model_card_read_without_front_matter(tmp_path):
     assert read_model_card(ckpt) == "# Card\nnumbers"
     (ckpt / "README.md").write_text("---\nlicense: x\n---\n# Own card\n")
     assert read_model_card(ckpt) == "# Own card"
+
+
+# ---- image budget (issue 9, findings 4 and 7) ------------------------------------------------
+
+
+def _one_bit_png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", size, 0).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size", [(1, 5000), (5000, 4), (10000, 20), (400, 10)])
+def test_extremely_thin_images_refused_with_their_size(tmp_path, size):
+    p = tmp_path / "thin.png"
+    Image.new("RGB", size, "red").save(p)
+    w, h = size
+    with pytest.raises(InputError, match=rf"'thin.png' is {w}×{h} pixels, too thin"):
+        load_image(str(p))
+    with pytest.raises(InputError, match="too thin"):
+        load_image(Image.new("RGB", size))
+
+
+def test_aspect_limit_is_inclusive():
+    im, _ = load_image(Image.new("RGB", (20 * 60, 60)))  # exactly MAX_ASPECT : 1 is read
+    assert im.size == (MAX_IMAGE_SIDE, round(MAX_IMAGE_SIDE / 20))
+
+
+def test_pixel_budget_checked_from_the_header_before_decoding(monkeypatch):
+    """A 10 KB 1-bit PNG of 9000² pixels is refused without decoding a single pixel."""
+    data = _one_bit_png((9000, 9000))
+    assert len(data) < 20_000
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**12)  # our budget, not PIL's, decides
+    with pytest.raises(InputError, match=r"9000×9000 pixels \(81 megapixels\).*at most 36"):
+        load_image(data)
+    assert decoded == []
+
+
+def test_pixel_budget_also_holds_when_pil_refuses_first(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL raises above twice this
+    with pytest.raises(InputError, match="too many pixels"):
+        load_image(_one_bit_png((100, 100)))
+
+
+def test_image_just_inside_the_budget_is_read():
+    side = int(MAX_PIXELS**0.5)
+    im, notes = load_image(_one_bit_png((side, side)))
+    assert im.size == (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE) and any("downscaled" in n for n in notes)
+
+
+def test_big_jpeg_is_decoded_at_reduced_scale(tmp_path):
+    p = tmp_path / "big.jpg"
+    Image.new("RGB", (4800, 3200), (200, 30, 30)).save(p, quality=80)
+    im, notes = load_image(str(p))
+    assert im.size == (MAX_IMAGE_SIDE, round(MAX_IMAGE_SIDE * 2 / 3))
+    assert np.abs(np.asarray(im)[100, 100].astype(int) - [200, 30, 30]).max() < 8
+
+
+def test_encoded_bytes_are_an_image_source():
+    buf = io.BytesIO()
+    scene().save(buf, "PNG")
+    im, _ = load_image(buf.getvalue())
+    assert im.size == scene().size
+    with pytest.raises(InputError, match="The pasted image is not an image"):
+        load_image(b"definitely not an image")
+
+
+def test_captions_must_be_text():
+    with pytest.raises(InputError, match="must be text"):
+        parse_captions({"a": 1})  # type: ignore[arg-type]
+    caps, notes = parse_captions("a red circle\n" * 10_000)
+    assert len(caps) == MAX_CAPTIONS and any("very long" in n for n in notes)
+
+
+def test_search_skips_thin_and_regionless_images_and_names_them(pipe, tmp_path):
+    good = tmp_path / "good.png"
+    scene().save(good)
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (1, 5000), "red").save(thin)
+    r = pipe.search([str(thin), str(good)], "a red circle")
+    assert r.names == ["good.png"] and r.scores.shape == (1, 4)
+    assert any("Skipped" in n and "'thin.png'" in n and "too thin" in n for n in r.notices)
+
+    class Flaky:
+        """Finds nothing in red images; fails outright on green ones."""
+
+        feature_dim = pipe.extractor.feature_dim
+
+        def extract(self, images):
+            out = []
+            for im in images:
+                r, g, _ = np.asarray(im).reshape(-1, 3).mean(0)
+                if g > 200 and r < 100:
+                    raise RuntimeError("detector crashed")
+                regs = pipe.extractor.extract([im])[0]
+                if r > 200 and g < 100:
+                    regs = Regions(torch.zeros(0, 4), torch.zeros(0, self.feature_dim),
+                                   torch.zeros(0), [], [], torch.zeros(0), im.size)  # fmt: skip
+                out.append(regs)
+            return out
+
+    flaky = DemoPipeline(pipe.model, pipe.text, Flaky(), "cpu")
+    red, green = tmp_path / "red.png", tmp_path / "green.png"
+    Image.new("RGB", (64, 64), (230, 20, 20)).save(red)
+    Image.new("RGB", (64, 64), (20, 230, 20)).save(green)
+    r = flaky.search([str(red), str(good), str(green)], "a red circle")
+    assert r.names == ["good.png"]
+    assert any("Skipped red.png: the detector found no regions" in n for n in r.notices)
+    assert any("Skipped green.png: the detector could not process it" in n for n in r.notices)
+    with pytest.raises(InputError, match="no regions in any"):
+        flaky.search([str(red)], "a red circle")

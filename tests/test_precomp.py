@@ -12,8 +12,13 @@ from torch.utils.data import DataLoader
 from shan.data.precomp import (
     DataError,
     PrecompDataset,
+    SplitWriter,
     load_split_arrays,
+    load_split_dir,
     precomp_dir,
+    read_negatives,
+    read_regions,
+    write_negatives,
     write_precomp,
 )
 from shan.data.vocab import Vocabulary
@@ -166,3 +171,101 @@ def test_caption_newlines_and_trailing_line(tmp_path) -> None:
     write_precomp(d, "t", np.zeros((1, 2, 4)), ["a\nb", "c", "d", "e", ""])
     arr = load_split_arrays(tmp_path, "x", "t")
     assert arr.captions == ["a b", "c", "d", "e", ""]
+
+
+# ---- one owner of the format: the writer, the extras, the typed negatives -------------------
+
+
+def test_bad_parts_write_nothing(tmp_path) -> None:
+    d = precomp_dir(tmp_path, "x")
+    for kwargs in ({"nregions": [0, 3]}, {"boxes": np.zeros((2, 2, 4))}, {"ids": ["a"]}):
+        with pytest.raises(DataError):
+            write_precomp(d, "train", np.zeros((2, 3, 8)), ["c"] * 10, **kwargs)
+        assert sorted(p.name for p in d.iterdir()) == []  # not even the features
+
+
+def test_rewrite_replaces_the_whole_split(root) -> None:
+    """Writing a split again leaves no file of the former version (boxes, ids, ...) behind."""
+    d = precomp_dir(root, "toy")
+    write_precomp(d, "train", np.ones((2, 5, 8)), None)
+    assert sorted(p.name for p in d.iterdir()) == ["train_ims.npy"]
+    arr = load_split_dir(d, "train", require_captions=False)
+    assert arr.feats.shape == (2, 5, 8) and arr.captions == [] and arr.boxes is None
+    with pytest.raises(DataError, match="missing file: .*train_caps.txt"):
+        load_split_dir(d, "train")
+
+
+def test_split_writer_streams_and_aborts_cleanly(root) -> None:
+    d = precomp_dir(root, "toy")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    with pytest.raises(KeyboardInterrupt), SplitWriter(d, "train", 2, 3, 8) as w:
+        w.ims[0] = 1.0
+        raise KeyboardInterrupt  # an interrupted extraction
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # the old split is intact
+    with SplitWriter(d, "dev", 2, 3, 8) as w:
+        w.ims[1, :2] = 7.0
+        files = w.finish(
+            _caps(2), sizes=[[10, 20], [30, 40]], regions=[{"labels": ["x"]}, {"labels": []}]
+        )
+    assert set(files) == {"ims", "caps", "sizes", "regions"}
+    arr = load_split_dir(d, "dev")
+    assert arr.feats[1, :2].tolist() == [[7.0] * 8] * 2 and arr.feats[0].sum() == 0
+    assert arr.sizes.tolist() == [[10, 20], [30, 40]]
+    assert read_regions(d, "dev") == [{"labels": ["x"]}, {"labels": []}]
+    assert read_regions(d, "train") is None
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_typed_negatives_roundtrip(root) -> None:
+    d = precomp_dir(root, "toy")
+    assert read_negatives(d, "train") is None  # no file: no negatives
+    negs: list[list[dict]] = [[] for _ in range(20)]
+    negs[0] = [
+        {"type": "colour_swap", "text": "a blue circle and a red square"},
+        {"type": "relation_opposite", "text": "a circle right of\na square"},
+    ]
+    negs[19] = [{"type": "count", "text": "three cubes"}]
+    path = write_negatives(d, "train", negs)
+    assert path.name == "train_negs.jsonl" and len(path.read_text().splitlines()) == 20
+    back = read_negatives(d, "train")
+    assert back is not None and len(back) == 20 and back[1] == [] and back[19] == negs[19]
+    assert back[0][1] == {"type": "relation_opposite", "text": "a circle right of a square"}
+
+
+def test_negatives_must_match_the_captions(root) -> None:
+    d = precomp_dir(root, "toy")
+    with pytest.raises(DataError, match="19 lines of negatives but .* 20 captions"):
+        write_negatives(d, "train", [[]] * 19)
+    assert read_negatives(d, "train") is None  # nothing was written
+    (d / "train_negs.jsonl").write_text("[]\n" * 21)
+    with pytest.raises(DataError, match="21 lines but train_caps.txt has 20 captions"):
+        read_negatives(d, "train")
+    for bad, message in [
+        ('{"type": "x", "text": "y"}', "expected a JSON list"),
+        ('[{"type": "x"}]', "'type': str, 'text': str"),
+        ('[{"type": 1, "text": "y"}]', "'type': str, 'text': str"),
+        ("[not json", "line 1 is not JSON"),
+    ]:
+        (d / "train_negs.jsonl").write_text(bad + "\n" + "[]\n" * 19)
+        with pytest.raises(DataError, match=message):
+            read_negatives(d, "train")
+    with pytest.raises(DataError, match="'type': str, 'text': str"):
+        write_negatives(d, "train", [[{"type": "x", "text": 3}]] + [[]] * 19)
+
+
+def test_toyworld_eval_reads_through_precomp(root) -> None:
+    from shan.toyworld_eval import ToyEvalError, load_precomp_split
+
+    anns = {
+        "images": [{"id": i, "file": f"imgs/{i}"} for i in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")]
+    }
+    d = precomp_dir(root, "toy")
+    data = load_precomp_split(d, "train", anns)
+    assert data["feats"].shape == (4, 3, 8) and data["masks"].sum(1).tolist() == [3, 2, 1, 3]
+    assert [r["id"] for r in data["records"]] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    (d / "train_nregions.npy").write_bytes(b"garbage")  # the format's own checks apply
+    with pytest.raises(DataError, match="train_nregions.npy"):
+        load_precomp_split(d, "train", anns)
+    write_precomp(d, "train", np.zeros((4, 3, 8)), _caps(4))  # no boxes, no ids
+    with pytest.raises(ToyEvalError, match="train_boxes.npy"):
+        load_precomp_split(d, "train", anns)

@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from shan import evaluate as eval_cli
-from shan import extract as extract_cli
-from shan import train as train_cli
+from shan.cli import evaluate as eval_cli
+from shan.cli import extract as extract_cli
+from shan.cli import train as train_cli
 from shan.detect import butd
 from shan.detect.butd import ButdInference
 from shan.detect.butd_weights import ButdArch, random_weights

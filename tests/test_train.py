@@ -178,3 +178,42 @@ def test_bad_config_file(tmp_path: Path) -> None:
         load_config_file(p)
     with pytest.raises(ConfigError, match="not found"):
         load_config_file(tmp_path / "none.json")
+
+
+def test_config_values_are_validated_with_the_field_named(tmp_path: Path) -> None:
+    import shan.config as config
+
+    assert ConfigError is config.ConfigError  # one error type, shared with the checkpoint
+    p = tmp_path / "c.json"
+    for section, change, message in [
+        ("model", {"use_l2l": "no"}, r"ModelConfig\.use_l2l must be true or false"),
+        ("model", {"embed_dim": 1e9}, r"ModelConfig\.embed_dim must be an integer"),
+        ("model", {"smooth": -1}, r"ModelConfig\.smooth must be a finite number"),
+        ("data", {"num_workers": -2}, r"DataConfig\.num_workers must be an integer"),
+        ("data", {"name": ""}, r"DataConfig\.name must be a non-empty string"),
+        ("train", {"batch_size": 0}, r"TrainConfig\.batch_size must be an integer in \[1,"),
+        ("train", {"lr": "fast"}, r"TrainConfig\.lr must be a finite number"),
+        ("train", {"amp": "yes"}, r"TrainConfig\.amp must be true or false"),
+    ]:
+        p.write_text(json.dumps({section: change}))
+        with pytest.raises(ConfigError, match=message):
+            load_config_file(p)
+    p.write_text(json.dumps({"model": [1, 2]}))
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        load_config_file(p)
+    cfgs = (ModelConfig(), DataConfig(), TrainConfig())
+    for item, message in [
+        ("train.lr=nan", r"lr must be a finite number"),
+        ("model.mu=inf", r"mu must be a finite number in \[0\.0, 1\.0\]"),
+        ("model.step_weights=1,2", r"step_weights must be three finite numbers"),
+        ("train.score_chunk=0", r"score_chunk must be an integer >= 1"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            apply_set_overrides(cfgs, [item])
+
+
+def test_train_validates_before_reading_data(tmp_path: Path) -> None:
+    data = DataConfig(root=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="embed_dim"):
+        train(ModelConfig(embed_dim=0), data, TrainConfig(out_dir=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()

@@ -1,4 +1,4 @@
-"""Precomputed region features in the SCAN format.
+"""Precomputed region features in the SCAN format — the one module that reads and writes them.
 
 A dataset ``name`` under ``root`` lives in ``<root>/<name>_precomp/`` with, per split:
 
@@ -7,15 +7,27 @@ A dataset ``name`` under ``root`` lives in ``<root>/<name>_precomp/`` with, per 
 * optional ``{split}_boxes.npy`` — ``(N, k, 4)`` float, pixel ``x1, y1, x2, y2``;
 * optional ``{split}_nregions.npy`` — ``(N,)`` int, the number of valid (leading) regions of each
   image, ``1 <= n <= k`` (missing: all ``k`` regions are valid);
-* optional ``{split}_ids.txt`` — ``N`` lines, an image id / file name per image.
+* optional ``{split}_ids.txt`` — ``N`` lines, an image id / file name per image;
+* optional ``{split}_sizes.npy`` — ``(N, 2)`` int, each image's width and height;
+* optional ``{split}_regions.json`` — ``N`` objects: the detector's labels, attributes and scores
+  of each image's regions (:func:`read_regions`);
+* optional ``{split}_failed.txt`` — ``path<TAB>reason`` of images an extraction skipped;
+* optional ``{split}_negs.jsonl`` — typed hard-negative captions, one JSON line per caption of
+  ``{split}_caps.txt`` (same order): a list of ``{"type": str, "text": str}``, possibly empty
+  (:func:`write_negatives` / :func:`read_negatives`).
 
-Everything that cannot be read or does not fit together raises :class:`DataError` with the file
-name and what is wrong, before any training or evaluation starts.
+Writing (:func:`write_precomp`, or :class:`SplitWriter` to stream features of many images into a
+memory map) checks everything before the first byte is written, writes every file through a
+temporary name and a rename, and reads the split back. Everything that cannot be read or does not
+fit together raises :class:`DataError` with the file name and what is wrong, before any training
+or evaluation starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +38,11 @@ from torch.utils.data import Dataset
 
 from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary
 from shan.errors import ShanError
+from shan.files import atomic_path, temp_name
 
 CAPS_PER_IMAGE = 5
+#: the optional per-split files :class:`SplitWriter` writes (suffix after ``{split}_``)
+OPTIONAL_FILES = ("boxes.npy", "nregions.npy", "ids.txt", "sizes.npy", "regions.json", "failed.txt")
 
 
 class DataError(ShanError, ValueError):
@@ -80,6 +95,7 @@ class SplitArrays:
         nregions: ``(N,)`` int64, valid regions per image.
         path: the ``<name>_precomp`` directory.
         split: the split name.
+        sizes: ``(N, 2)`` image width and height, or None.
     """
 
     feats: np.ndarray
@@ -90,6 +106,7 @@ class SplitArrays:
     nregions: np.ndarray
     path: Path
     split: str
+    sizes: np.ndarray | None = None
 
     @property
     def n_images(self) -> int:
@@ -111,6 +128,7 @@ class SplitArrays:
             nregions=self.nregions[start:stop],
             path=self.path,
             split=self.split,
+            sizes=None if self.sizes is None else self.sizes[start:stop],
         )
 
 
@@ -148,8 +166,12 @@ def load_split_dir(
     img_dim: int | None = None,
     max_images: int | None = None,
     mmap: bool = True,
+    require_captions: bool = True,
 ) -> SplitArrays:
-    """:func:`load_split_arrays` for an explicit directory ``d`` holding ``{split}_ims.npy``."""
+    """:func:`load_split_arrays` for an explicit directory ``d`` holding ``{split}_ims.npy``.
+
+    ``require_captions=False`` reads a split extracted without captions (``captions == []``).
+    """
     d = Path(d)
     if not d.is_dir():
         raise DataError(f"dataset directory not found: {d}")
@@ -175,8 +197,8 @@ def load_split_dir(
             "(features from another detector, or the wrong config?)"
         )
     caps_path = d / f"{split}_caps.txt"
-    captions = _read_lines(caps_path)
-    if len(captions) != CAPS_PER_IMAGE * n:
+    captions = _read_lines(caps_path) if require_captions or caps_path.is_file() else []
+    if (require_captions or captions) and len(captions) != CAPS_PER_IMAGE * n:
         raise DataError(
             f"{caps_path}: {len(captions)} captions for {n} images; expected exactly "
             f"{CAPS_PER_IMAGE} per image ({CAPS_PER_IMAGE * n}); caption c belongs to image c // 5"
@@ -214,8 +236,15 @@ def load_split_dir(
         if len(ids) != n:
             raise DataError(f"{ids_path}: {len(ids)} ids for {n} images")
 
+    sizes = None
+    sizes_path = d / f"{split}_sizes.npy"
+    if sizes_path.is_file():
+        sizes = _load_npy(sizes_path, mmap=False)
+        if sizes.shape != (n, 2):
+            raise DataError(f"{sizes_path}: expected shape {(n, 2)}, got {sizes.shape}")
+
     masks = np.arange(k)[None, :] < nregions[:, None]
-    arrays = SplitArrays(feats, masks, captions, boxes, ids, nregions, d, split)
+    arrays = SplitArrays(feats, masks, captions, boxes, ids, nregions, d, split, sizes)
     if max_images is not None and max_images < n:
         if max_images < 1:
             raise DataError(f"max_images must be >= 1, got {max_images}")
@@ -223,15 +252,159 @@ def load_split_dir(
     return arrays
 
 
+def _as_array(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _one_line(text: Any) -> str:
+    return str(text).replace("\r", " ").replace("\n", " ")
+
+
+class SplitWriter:
+    """Write one split: stream features into :attr:`ims`, then :meth:`finish` with the rest.
+
+    The features go to a memory map under a temporary name (so ``N × k × D`` never has to fit in
+    RAM); :meth:`finish` checks the other parts against ``(N, k)``, writes each through a
+    temporary name and a rename, removes optional files a former write of this split left behind,
+    and reads the split back. Used as a context manager, an exception discards the half-written
+    features and leaves any earlier version of the split as it was.
+
+    Args:
+        out_dir: the ``<name>_precomp`` directory (created).
+        split: file prefix.
+        n, k, dim: images, regions per image (padded), feature size.
+        dtype: feature dtype on disk (float32; float16 halves the size).
+
+    Attributes:
+        ims: ``(N, k, D)`` writable memory map; rows not written stay zero.
+    """
+
+    def __init__(
+        self, out_dir: str | Path, split: str, n: int, k: int, dim: int, dtype: Any = np.float32
+    ) -> None:
+        if min(n, k, dim) < 1:
+            raise DataError(f"a split needs images, regions and features, got N={n} k={k} D={dim}")
+        if not split or "/" in split or split.startswith("."):
+            raise DataError(f"bad split name {split!r}")
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.split, self.n, self.k = split, int(n), int(k)
+        self._tmp = temp_name(self.out / f"{split}_ims.npy")
+        self.ims = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=dtype, shape=(n, k, dim))
+
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the half-written features (the split's earlier files are untouched)."""
+        self.ims = None  # type: ignore[assignment]
+        self._tmp.unlink(missing_ok=True)
+
+    def _path(self, suffix: str) -> Path:
+        return self.out / f"{self.split}_{suffix}"
+
+    def finish(
+        self,
+        captions: Sequence[str] | None = None,
+        boxes: Any = None,
+        nregions: Any = None,
+        ids: Sequence[str] | None = None,
+        sizes: Any = None,
+        regions: Sequence[Mapping[str, Any]] | None = None,
+        failed: Sequence[tuple[str, str]] | None = None,
+    ) -> dict[str, Path]:
+        """Write the split's other files and put the features in place.
+
+        Args:
+            captions: ``5N`` captions, 5 per image in image order (newlines inside a caption are
+                replaced by spaces); None: no ``{split}_caps.txt``.
+            boxes: ``(N, k, 4)`` pixel ``xyxy``. nregions: ``(N,)`` valid regions per image.
+            ids: ``N`` image ids. sizes: ``(N, 2)`` width and height. regions: ``N`` objects
+                (labels, attributes, scores of each image's regions).
+            failed: ``(path, reason)`` of skipped images (written only when non-empty).
+
+        Returns:
+            ``{"ims": path, "caps": ..., ...}`` of the files written.
+
+        Raises:
+            DataError: a part that does not fit ``(N, k)`` (nothing is written then), or a split
+                that does not read back.
+        """
+        n, k = self.n, self.k
+        parts: dict[str, Any] = {}
+        if captions is not None:
+            caps = [_one_line(c) for c in captions]
+            if len(caps) != CAPS_PER_IMAGE * n:
+                raise DataError(
+                    f"{len(caps)} captions for {n} images; expected {CAPS_PER_IMAGE * n}"
+                )
+            parts["caps.txt"] = "".join(c + "\n" for c in caps)
+        if boxes is not None:
+            b = _as_array(boxes)
+            if b.shape != (n, k, 4):
+                raise DataError(f"boxes must have shape {(n, k, 4)}, got {b.shape}")
+            parts["boxes.npy"] = np.ascontiguousarray(b, dtype=np.float32)
+        if nregions is not None:
+            nr = _as_array(nregions)
+            if nr.shape != (n,) or not np.issubdtype(nr.dtype, np.integer):
+                raise DataError(f"nregions must be {n} integers, got {nr.dtype} {nr.shape}")
+            bad = np.flatnonzero((nr < 1) | (nr > k))
+            if bad.size:
+                raise DataError(
+                    f"nregions: image {int(bad[0])} has {int(nr[bad[0]])}, outside [1, {k}]"
+                )
+            parts["nregions.npy"] = nr.astype(np.int64)
+        if ids is not None:
+            id_list = [str(i) for i in ids]
+            if len(id_list) != n or any("\n" in i or "\r" in i for i in id_list):
+                raise DataError(f"ids must be {n} single-line strings")
+            parts["ids.txt"] = "".join(i + "\n" for i in id_list)
+        if sizes is not None:
+            sz = _as_array(sizes)
+            if sz.shape != (n, 2):
+                raise DataError(f"sizes must have shape {(n, 2)}, got {sz.shape}")
+            parts["sizes.npy"] = sz.astype(np.int64)
+        if regions is not None:
+            if len(regions) != n:
+                raise DataError(f"regions must describe {n} images, got {len(regions)}")
+            parts["regions.json"] = json.dumps(list(regions))
+        if failed:
+            parts["failed.txt"] = "".join(f"{_one_line(a)}\t{_one_line(b)}\n" for a, b in failed)
+
+        self.ims.flush()
+        self.ims = None  # type: ignore[assignment]  # close the memory map before the rename
+        os.replace(self._tmp, self._path("ims.npy"))
+        written = {"ims": self._path("ims.npy")}
+        for suffix, value in parts.items():
+            with atomic_path(self._path(suffix)) as tmp:
+                if isinstance(value, np.ndarray):
+                    np.save(tmp, value)
+                else:
+                    tmp.write_text(value, encoding="utf-8")
+            written[suffix.split(".")[0]] = self._path(suffix)
+        for suffix in (*OPTIONAL_FILES, "caps.txt"):  # what an earlier write left: not this split
+            if suffix not in parts:
+                self._path(suffix).unlink(missing_ok=True)
+        # read back, so a split that does not fit together fails here, not at training time
+        load_split_dir(self.out, self.split, require_captions=captions is not None)
+        return written
+
+
 def write_precomp(
     out_dir: str | Path,
     split: str,
     feats: np.ndarray | torch.Tensor,
-    captions: Sequence[str],
+    captions: Sequence[str] | None,
     boxes: np.ndarray | torch.Tensor | None = None,
     nregions: np.ndarray | Sequence[int] | None = None,
     ids: Sequence[str] | None = None,
     dtype: Any = np.float32,
+    sizes: np.ndarray | Sequence[Sequence[int]] | None = None,
+    regions: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write one split in the SCAN format into ``out_dir`` (the ``<name>_precomp`` directory).
 
@@ -241,41 +414,123 @@ def write_precomp(
         feats: ``(N, k, D)`` features; images with fewer regions are zero-padded and given
             ``nregions``.
         captions: ``5N`` captions, 5 per image in image order (newlines inside a caption are
-            replaced by spaces).
+            replaced by spaces), or None (no captions file).
         boxes: optional ``(N, k, 4)`` pixel ``xyxy``.
         nregions: optional ``(N,)`` valid regions per image.
         ids: optional ``N`` image ids.
         dtype: feature dtype on disk (float32 default; float16 halves the size).
+        sizes, regions: optional, see :meth:`SplitWriter.finish`.
 
     Returns:
-        ``out_dir`` as a Path. The written split is validated by reading it back.
+        ``out_dir`` as a Path. The written split is validated by reading it back; parts that do
+        not fit raise :class:`DataError` before anything is written.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    f = feats.detach().cpu().numpy() if isinstance(feats, torch.Tensor) else np.asarray(feats)
+    f = _as_array(feats)
     if f.ndim != 3:
         raise DataError(f"feats must be (N, k, D), got shape {f.shape}")
-    n, k = f.shape[:2]
-    caps = [str(c).replace("\r", " ").replace("\n", " ") for c in captions]
-    if len(caps) != CAPS_PER_IMAGE * n:
-        raise DataError(f"{len(caps)} captions for {n} images; expected {CAPS_PER_IMAGE * n}")
-    np.save(out / f"{split}_ims.npy", np.ascontiguousarray(f, dtype=dtype))
-    (out / f"{split}_caps.txt").write_text("".join(c + "\n" for c in caps), encoding="utf-8")
-    if boxes is not None:
-        b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes)
-        if b.shape != (n, k, 4):
-            raise DataError(f"boxes must have shape {(n, k, 4)}, got {b.shape}")
-        np.save(out / f"{split}_boxes.npy", np.ascontiguousarray(b, dtype=np.float32))
-    if nregions is not None:
-        nr = np.asarray(nregions, dtype=np.int64)
-        np.save(out / f"{split}_nregions.npy", nr)
-    if ids is not None:
-        ids = [str(i) for i in ids]
-        if len(ids) != n or any("\n" in i for i in ids):
-            raise DataError(f"ids must be {n} single-line strings")
-        (out / f"{split}_ids.txt").write_text("".join(i + "\n" for i in ids), encoding="utf-8")
-    # Validate what was written, so a bad nregions etc. fails here and not at training time.
-    load_split_dir(out, split)
+    with SplitWriter(out_dir, split, *f.shape, dtype=dtype) as w:
+        w.ims[:] = f
+        w.finish(captions, boxes, nregions, ids, sizes, regions)
+    return Path(out_dir)
+
+
+def read_regions(folder: str | Path, split: str) -> list[dict[str, Any]] | None:
+    """The ``{split}_regions.json`` of ``folder`` (one object per image), or None without one.
+
+    Raises:
+        DataError: not a JSON list of objects.
+    """
+    path = Path(folder) / f"{split}_regions.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: expected a JSON list with one object per image")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# typed hard negatives
+
+
+def _negs_path(folder: str | Path, split: str) -> Path:
+    return Path(folder) / f"{split}_negs.jsonl"
+
+
+def _check_negatives(line: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(line, list):
+        raise DataError(f"{where}: expected a JSON list of {{type, text}} objects")
+    for rec in line:
+        if (
+            not isinstance(rec, dict)
+            or not isinstance(rec.get("type"), str)
+            or not isinstance(rec.get("text"), str)
+        ):
+            raise DataError(f"{where}: every negative must be {{'type': str, 'text': str}}")
+    return line
+
+
+def write_negatives(
+    folder: str | Path, split: str, negs: Sequence[Sequence[Mapping[str, str]]]
+) -> Path:
+    """Write ``{split}_negs.jsonl``: for caption ``c`` of ``{split}_caps.txt``, line ``c`` is the
+    JSON list of its hard negatives ``{"type": str, "text": str}`` (possibly empty).
+
+    Newlines inside a text are replaced by spaces (captions are lines). Returns the file's path.
+
+    Raises:
+        DataError: a malformed record, or (when ``{split}_caps.txt`` exists) a number of lines
+            other than its number of captions. Nothing is written then.
+    """
+    lines = []
+    for c, line in enumerate(negs):
+        recs = _check_negatives(
+            [dict(r) for r in line] if isinstance(line, (list, tuple)) else line,
+            f"negatives of caption {c}",
+        )
+        for r in recs:
+            r["text"] = _one_line(r["text"])
+        lines.append(json.dumps(recs, ensure_ascii=False))
+    caps = Path(folder) / f"{split}_caps.txt"
+    if caps.is_file() and len(_read_lines(caps)) != len(lines):
+        raise DataError(
+            f"{len(lines)} lines of negatives but {caps} has {len(_read_lines(caps))} captions"
+        )
+    path = _negs_path(folder, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read_negatives(folder: str | Path, split: str) -> list[list[dict[str, str]]] | None:
+    """The typed hard negatives of every caption of ``{split}_caps.txt`` (same order), or None
+    when ``folder`` has no ``{split}_negs.jsonl``.
+
+    Raises:
+        DataError: a line that is not a list of ``{"type": str, "text": str}``, or a number of
+            lines other than the number of captions.
+    """
+    path = _negs_path(folder, split)
+    if not path.is_file():
+        return None
+    lines = _read_lines(path)
+    out = []
+    for i, line in enumerate(lines, start=1):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {i} is not JSON: {e.msg}") from None
+        out.append(_check_negatives(value, f"{path} line {i}"))
+    caps = _read_lines(Path(folder) / f"{split}_caps.txt")
+    if len(caps) != len(out):
+        raise DataError(
+            f"{path} has {len(out)} lines but {split}_caps.txt has {len(caps)} captions "
+            "(one line of negatives per caption, in the same order)"
+        )
     return out
 
 
@@ -395,8 +650,12 @@ __all__ = [
     "PrecompDataset",
     "PrecompItem",
     "SplitArrays",
+    "SplitWriter",
     "load_split_arrays",
     "load_split_dir",
     "precomp_dir",
+    "read_negatives",
+    "read_regions",
+    "write_negatives",
     "write_precomp",
 ]

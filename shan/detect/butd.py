@@ -18,6 +18,7 @@ Network (names are torchvision-style, see :func:`shan.detect.butd_weights.module
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,18 +152,21 @@ class ButdPredictor(nn.Module):
 class ButdNet(nn.Module):
     """The whole BUTD network; parameters follow :func:`~shan.detect.butd_weights.module_name`.
 
-    Buffers: ``cell_anchors (A, 4)`` (Caffe anchors unless the weights file stores its own).
+    Buffers: ``cell_anchors (A, 4)``: the weights file's own, else the 12 anchors of
+    ``box_convention`` (Caffe's for ``"caffe"``, the detectron2 port's for ``"detectron2"``), whose
+    box arithmetic the RPN stage then uses (see :mod:`shan.detect.caffe_ops`).
     """
 
-    def __init__(self, arch: ButdArch | None = None) -> None:
+    def __init__(self, arch: ButdArch | None = None, box_convention: str = "caffe") -> None:
         super().__init__()
         self.arch = arch = arch or ButdArch()
+        self.box_convention = caffe_ops.check_convention(box_convention)
         self.backbone = CaffeResNetC4(arch.res4_blocks)
         self.rpn = RpnHead(STAGES[-1][3], arch.num_anchors)
         cin, mid, cout = RES5
         self.res5 = _stage(3, cin, mid, cout, stride=1, dilation=2)
         self.predictor = ButdPredictor(arch.num_classes, arch.num_attributes)
-        anchors = caffe_ops.generate_anchors()
+        anchors = caffe_ops.default_cell_anchors(box_convention)
         if anchors.shape[0] != arch.num_anchors:
             anchors = torch.zeros(arch.num_anchors, 4)  # must come from the weights file
         self.register_buffer("cell_anchors", anchors)
@@ -226,16 +230,36 @@ def preprocess(
     return x.contiguous(), s
 
 
-def read_names(path: Path, count: int, prefix: str) -> list[str]:
-    """First synonym of every line of a vocabulary file, or ``prefix_<i>`` names when the file is
-    missing or its length does not match ``count``."""
-    if path.is_file():
-        names = [ln.split(",")[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        names = [n for n in names if n]
+def _first_synonyms(text: str) -> list[str]:
+    names = [ln.split(",")[0].strip() for ln in text.splitlines()]
+    return [n for n in names if n]
+
+
+def packaged_names(filename: str) -> list[str]:
+    """The Visual Genome vocabulary shipped with the package (``shan/detect/vocab/``):
+    ``"objects_vocab.txt"`` (1600 names) or ``"attributes_vocab.txt"`` (400)."""
+    res = importlib.resources.files(__package__).joinpath("vocab", filename)
+    return _first_synonyms(res.read_text(encoding="utf-8"))
+
+
+def vocabulary(weights: Path, filename: str, count: int, prefix: str) -> list[str]:
+    """``count`` names for a weights file: the first synonym of each line of ``filename`` next to
+    it, else the packaged Visual Genome vocabulary when its length is ``count``, else
+    ``prefix_<i>``. A file next to the weights with the wrong length is skipped with a warning."""
+    beside = weights.parent / filename
+    if beside.is_file():
+        names = _first_synonyms(beside.read_text(encoding="utf-8"))
         if len(names) == count:
             return names
-        log.warning("%s has %d names but the weights have %d; using %s_<i>",
-                    path, len(names), count, prefix)  # fmt: skip
+        log.warning("%s has %d names but the weights have %d; not used",
+                    beside, len(names), count)  # fmt: skip
+    try:
+        packaged = packaged_names(filename)
+    except OSError as e:  # an install without the package data
+        log.warning("packaged vocabulary %s unavailable (%s); using %s_<i>", filename, e, prefix)
+        packaged = []
+    if len(packaged) == count:
+        return packaged
     return [f"{prefix}_{i}" for i in range(count)]
 
 
@@ -290,7 +314,9 @@ class ButdExtractor:
         """Load a MILVLG ``.pth`` or detectron2-style ``.pkl`` BUTD weights file.
 
         Class / attribute names come from ``objects_vocab.txt`` / ``attributes_vocab.txt`` beside
-        the weights (one line per class, synonyms after commas), else ``class_<i>`` names.
+        the weights (one line per class, synonyms after commas), else from the Visual Genome
+        vocabularies shipped in ``shan/detect/vocab/`` when the counts match (1600 / 400), else
+        ``class_<i>`` names.
 
         Raises:
             WeightsError: the file is unreadable or does not match the network.
@@ -298,14 +324,9 @@ class ButdExtractor:
         path = Path(path)
         loaded = load_butd_weights(path)
         with torch.device("meta"):
-            net = ButdNet(loaded.arch)
+            net = ButdNet(loaded.arch, loaded.box_convention)
         state = dict(loaded.state_dict)
-        if loaded.cell_anchors is not None:
-            state["cell_anchors"] = loaded.cell_anchors
-        elif loaded.arch.num_anchors == 12:
-            state["cell_anchors"] = caffe_ops.generate_anchors()
-        else:
-            raise WeightsError(f"{path}: {loaded.arch.num_anchors} anchors but none stored")
+        state["cell_anchors"] = loaded.cell_anchors
         try:
             net.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:  # cannot happen when the schema and the module agree
@@ -319,10 +340,8 @@ class ButdExtractor:
             log.warning("%s: res4 has %d blocks (the public BUTD weights have 23)",
                         path, loaded.arch.res4_blocks)  # fmt: skip
         a = loaded.arch
-        classes = read_names(path.parent / "objects_vocab.txt", a.num_classes - 1, "class")
-        attrs = read_names(
-            path.parent / "attributes_vocab.txt", max(a.num_attributes - 1, 0), "attribute"
-        )
+        classes = vocabulary(path, "objects_vocab.txt", a.num_classes - 1, "class")
+        attrs = vocabulary(path, "attributes_vocab.txt", max(a.num_attributes - 1, 0), "attribute")
         return cls(net, device, classes, attrs, min_regions, max_regions, inf)
 
     # ------------------------------------------------------------------ inference
@@ -375,13 +394,16 @@ class ButdExtractor:
         parts_f = region_feats.split(counts)
         parts_c = cls_prob.split(counts)
         parts_a = attr_prob.split(counts) if attr_prob is not None else [None] * len(order)
-        max_conf = self._max_conf([proposals[i] for i in order], list(parts_c))
+        # proposals in original-image pixels: the frame of the per-class NMS (as in the Caffe
+        # script) and of the returned boxes
+        orig = [p / prepped[i][1] for i, p in enumerate(proposals)]
+        max_conf = self._max_conf([orig[i] for i in order], list(parts_c))
         results = []
         for i, im in enumerate(images):
             k = split[i]
             results.append(
                 self._regions(
-                    proposals[i] / prepped[i][1],
+                    orig[i],
                     parts_f[k],
                     parts_c[k],
                     parts_a[k],
@@ -403,11 +425,16 @@ class ButdExtractor:
         boxes, _ = caffe_ops.rpn_proposals(
             anchors, fg, d, h, w, self.cfg.rpn_min_size * scale,
             self.cfg.rpn_pre_nms_topk, self.cfg.rpn_post_nms_topk, self.cfg.rpn_nms_thresh,
+            convention=self.net.box_convention,
         )  # fmt: skip
         return boxes
 
     def _max_conf(self, boxes: list[torch.Tensor], probs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per-class NMS max_conf for every image at once (padded to the largest proposal count)."""
+        """Per-class NMS max_conf for every image at once (padded to the largest proposal count).
+
+        ``boxes``: each image's proposals ``(R_i, 4)`` in *original-image* pixels (the frame of the
+        Caffe script's NMS); ``probs``: its class probabilities ``(R_i, C)``, background first.
+        """
         r = max(b.shape[0] for b in boxes)
         n = len(boxes)
         c = probs[0].shape[1] - 1

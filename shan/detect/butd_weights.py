@@ -3,37 +3,60 @@
 Two public files hold the same Caffe-trained network (see ``docs/REAL_PHOTOS.md``):
 
 - **MILVLG** ``bua-caffe-frcn-r101_with_attributes.pth`` (and the ``-k36``/``-k10-100`` files): a
-  torch state dict, perhaps under ``"model"``; read with ``torch.load(weights_only=True)``.
+  torch state dict, perhaps under ``"model"``; read with ``torch.load(weights_only=True)``. Its
+  RPN runs Caffe anchors with the "+1" box convention.
 - **airsplay** ``faster_rcnn_from_caffe_attr.pkl``: a detectron2-style pickle of numpy arrays,
   perhaps under ``"model"``; read with a restricted unpickler that only rebuilds numpy arrays and
   plain containers. Its layout differs: one objectness logit per anchor (12 channels),
   class-specific ``bbox_pred`` without a background block, background as the *last* class and
   attribute, and the attribute layers called ``cls_embedding``/``fc_attr``/``attr_score``. It is
   converted to the MILVLG layout (background first, two-logit objectness whose softmax equals the
-  sigmoid).
+  sigmoid). Its RPN channels follow detectron2's anchors (the port's config: sizes 64-512 ordered
+  size-first, aspect ratios 0.5/1/2, offset 0) and detectron2's "+0" box convention; anchors
+  stored in the file are used, else those are generated (never Caffe's).
 
-Every expected tensor must be present with the expected shape; anything missing, unexpected or
-mis-shaped raises :class:`WeightsError` naming the keys. Nothing is skipped silently; the only
-keys tolerated without use are ``*.num_batches_tracked`` and ``pixel_std``.
+Loading is checked in this order, and nothing is allocated from the file's numbers before the
+checks that bound them have passed:
+
+0. a zip-format torch file unpacks to at most 2 GiB (read from its directory, before
+   ``torch.load``);
+1. every value is a dense float tensor/array (an integer scalar for ``num_batches_tracked``) of at
+   most 4 dimensions whose data cover its shape, and every block index lies inside ResNet-101
+   (res2 3 blocks, res3 4, res4 23, res5 3);
+2. the class, attribute and anchor counts read from shapes are at most the public network's
+   (1601, 401, 12);
+3. every expected tensor is present with the expected shape, nothing unexpected;
+4. all values are finite.
+
+Any failure raises :class:`WeightsError` naming the keys. Frozen norms stored as
+``weight`` and ``bias`` only get the default statistics (mean 0, var 1, as detectron2's
+``FrozenBatchNorm2d`` loader fills them), said in a log line. The only keys tolerated without use
+are ``*.num_batches_tracked`` (of an expected norm) and ``pixel_std``.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import pickle
 import re
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from shan.detect import caffe_ops
 from shan.errors import ShanError
+
+log = logging.getLogger(__name__)
 
 ANCHORS_KEY = "proposal_generator.anchor_generator.cell_anchors.0"
 PIXEL_MEAN_KEY = "pixel_mean"
-_TOLERATED = re.compile(r"(^|\.)num_batches_tracked$|^pixel_std$")
+PIXEL_STD_KEY = "pixel_std"
+NUM_BATCHES = "num_batches_tracked"
 
 # Widths of the Caffe ResNet-101 (fixed by the public weights).
 STEM_CH = 64
@@ -46,6 +69,16 @@ RES5 = (1024, 512, 2048)
 RPN_CH = 512
 EMBED_DIM = 256
 ATTR_HIDDEN = 512
+
+# Bounds from the architecture (ResNet-101 C4 BUTD), checked before the file's numbers are used.
+MAX_BLOCKS = {"backbone.res2": 3, "backbone.res3": 4, "backbone.res4": 23, "roi_heads.res5": 3}
+MAX_CLASSES = 1601  # 1600 Visual Genome objects + background
+MAX_ATTRIBUTES = 401  # 400 attributes + background
+MAX_ANCHORS = 12
+MAX_NDIM = 4
+MAX_UNPACKED_BYTES = 2 * 2**30  # a torch zip file's members, all together
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_BLOCK_KEY = re.compile(r"^(backbone\.res[234]|roi_heads\.res5)\.([^.]*)\.")
 
 
 class WeightsError(ShanError, ValueError):
@@ -72,9 +105,12 @@ class LoadedWeights:
 
     state_dict: dict[str, torch.Tensor]
     arch: ButdArch
-    cell_anchors: torch.Tensor | None  # (A, 4) when the file stores them
+    cell_anchors: torch.Tensor  # (A, 4): the file's own, else generated for box_convention
     pixel_mean: tuple[float, float, float] | None  # BGR, when the file stores it
     source_format: str  # "milvlg" or "detectron2-pkl"
+    box_convention: str = "caffe"  # of the anchors' origin: "caffe" (.pth) or "detectron2" (.pkl)
+    anchors_from_file: bool = False
+    filled_norms: list[str] = field(default_factory=list)  # norms given default statistics
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -215,6 +251,33 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         )
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _check_archive_size(path: Path) -> None:
+    """Refuse a zip-format torch file whose members unpack to more than ``MAX_UNPACKED_BYTES``.
+
+    ``torch.load`` allocates each member at its declared unpacked size, and deflate compresses
+    zeros 1000-fold, so a few MB of file could otherwise claim many GB. Read from the zip's
+    central directory only.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise WeightsError(f"cannot read {path} as a torch zip file: {_first_line(e)}") from e
+    if total > MAX_UNPACKED_BYTES:
+        raise WeightsError(
+            f"{path}: its archive unpacks to {total / 2**20:,.1f} MiB, more than the "
+            f"{MAX_UNPACKED_BYTES / 2**20:,.0f} MiB allowed (the BUTD network is about 260 MiB); "
+            "refusing to load it"
+        )
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
     """Read a weights file -> (flat ``{name: tensor or array}``, format ``"milvlg"|"pkl"``).
 
@@ -231,15 +294,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
         except WeightsError:
             raise
         except Exception as e:  # corrupt/truncated file
-            raise WeightsError(f"cannot read {path} as a pickle: {e}") from e
+            raise WeightsError(f"cannot read {path} as a pickle: {_first_line(e)}") from e
         fmt = "pkl"
     else:
+        _check_archive_size(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise WeightsError(
-                f"cannot read {path} with torch.load(weights_only=True): {e}. A detectron2-style "
-                "pickle of numpy arrays must have the .pkl suffix."
+                f"cannot read {path} with torch.load(weights_only=True): {_first_line(e)} (a "
+                "detectron2-style pickle of numpy arrays must have the .pkl suffix)"
             ) from e
         fmt = "milvlg"
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
@@ -249,64 +313,144 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
     return obj, fmt
 
 
-def _to_tensor(name: str, v: Any) -> torch.Tensor:
-    if isinstance(v, torch.Tensor):
-        t = v
-    elif isinstance(v, np.ndarray):
-        if not np.issubdtype(v.dtype, np.number):
-            raise WeightsError(f"{name}: array of dtype {v.dtype} is not numeric")
-        t = torch.from_numpy(np.ascontiguousarray(v))
-    else:
-        raise WeightsError(f"{name}: expected a tensor/array, got {type(v).__name__}")
-    return t.float() if t.is_floating_point() or name.endswith("cell_anchors.0") else t
-
-
 # ----------------------------------------------------------------------------- validation
-def _infer_arch(sd: dict[str, Any], fmt: str) -> ButdArch:
-    blocks = [int(m[1]) for k in sd if (m := re.match(r"backbone\.res4\.(\d+)\.", k))]
-    arch = ButdArch(res4_blocks=max(blocks) + 1 if blocks else 23)
-    cls = sd.get("roi_heads.box_predictor.cls_score.weight")
-    if cls is not None and len(cls.shape) == 2:
-        arch.num_classes = int(cls.shape[0])
-    attr_key = "attr_score" if fmt == "pkl" else "attr_linear2"
-    attr = sd.get(f"roi_heads.box_predictor.{attr_key}.weight")
-    if attr is not None and len(attr.shape) == 2:
-        arch.num_attributes = int(attr.shape[0])
-    elif not any(re.search(r"(cls_embed|attr_|fc_attr|attr_score)", k) for k in sd):
-        arch.num_attributes = 0  # no attribute head at all
-    anchors = sd.get(ANCHORS_KEY)
-    if anchors is not None and len(anchors.shape) == 2:
-        arch.num_anchors = int(anchors.shape[0])
-    return arch
+def _short(key: str, limit: int = 120) -> str:
+    """A key as it appears in messages (hostile files may hold very long names)."""
+    return key if len(key) <= limit else f"{key[:limit]}...({len(key)} chars)"
 
 
 def _fmt_list(keys: list[str], limit: int = 12) -> str:
     keys = sorted(keys)
     more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
+    return ", ".join(_short(k) for k in keys[:limit]) + more
+
+
+def _fail(path: str | Path, problems: list[tuple[str, list[str]]]) -> None:
+    """Raise one single-line :class:`WeightsError` listing every non-empty problem's keys."""
+    parts = [f"{what} ({len(keys)}): {_fmt_list(keys)}" for what, keys in problems if keys]
+    if parts:
+        raise WeightsError(f"{path}: " + "; ".join(parts))
+
+
+def check_values(raw: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor | np.ndarray]:
+    """Step 1: types, dimensions, data sizes and block indices, from metadata only.
+
+    Returns the values with numpy scalars turned into 0-d arrays. Raises :class:`WeightsError`
+    naming every key that is not a dense floating tensor/array (integer scalar for
+    ``num_batches_tracked``) of at most ``MAX_NDIM`` dimensions whose data cover its shape, or whose
+    block index is outside ResNet-101 (``MAX_BLOCKS``).
+    """
+    out: dict[str, torch.Tensor | np.ndarray] = {}
+    not_array, bad_dtype, bad_ndim, short_data, bad_index = [], [], [], [], []
+    for k, v in raw.items():
+        m = _BLOCK_KEY.match(k)
+        if m and not (re.fullmatch(r"[0-9]{1,2}", m[2]) and int(m[2]) < MAX_BLOCKS[m[1]]):
+            bad_index.append(k)
+        if isinstance(v, np.generic):
+            v = np.asarray(v)
+        if isinstance(v, torch.Tensor):
+            if v.layout != torch.strided:
+                not_array.append(f"{k} ({v.layout} tensor)")
+                continue
+            floating, integer = v.is_floating_point(), v.dtype in _INT_DTYPES
+            dtype = str(v.dtype)
+            if v.numel() * v.element_size() > v.untyped_storage().nbytes():
+                short_data.append(f"{k} {tuple(v.shape)}")  # expanded / overlapping view
+        elif isinstance(v, np.ndarray):
+            floating, integer = v.dtype.kind == "f", v.dtype.kind in "iu"
+            dtype = str(v.dtype)
+        else:
+            not_array.append(f"{k} ({type(v).__name__})")
+            continue
+        if k.endswith("." + NUM_BATCHES):
+            if not integer or v.ndim > 1 or int(np.prod(v.shape)) != 1:
+                bad_dtype.append(f"{k} ({dtype} {tuple(v.shape)}, expected one integer)")
+        elif not floating:
+            bad_dtype.append(f"{k} ({dtype})")
+        if v.ndim > MAX_NDIM:
+            bad_ndim.append(f"{k} ({v.ndim} dims)")
+        out[k] = v
+    bounds = ", ".join(f"{n.split('.')[-1]} {b}" for n, b in MAX_BLOCKS.items())
+    _fail(path, [
+        ("not a tensor or array", not_array),
+        ("not a floating-point array", bad_dtype),
+        (f"more than {MAX_NDIM} dimensions", bad_ndim),
+        ("data smaller than the shape", short_data),
+        (f"block index outside ResNet-101 ({bounds} blocks)", bad_index),
+    ])  # fmt: skip
+    return out
+
+
+def _infer_arch(sd: dict[str, Any], fmt: str, path: str | Path) -> ButdArch:
+    """Step 2: the architecture read from key names and shapes (metadata only), within bounds."""
+    blocks = [int(m[1]) for k in sd if (m := re.match(r"backbone\.res4\.([0-9]{1,2})\.", k))]
+    arch = ButdArch(res4_blocks=max(blocks) + 1 if blocks else 23)
+    bp = "roi_heads.box_predictor"
+    bad = []
+    cls = sd.get(f"{bp}.cls_score.weight")
+    if cls is not None and cls.ndim == 2:
+        arch.num_classes = int(cls.shape[0])
+        if not 2 <= arch.num_classes <= MAX_CLASSES:
+            bad.append(
+                f"{bp}.cls_score.weight: {arch.num_classes} classes, expected 2..{MAX_CLASSES}"
+            )
+    attr_key = f"{bp}.attr_score.weight" if fmt == "pkl" else f"{bp}.attr_linear2.weight"
+    attr = sd.get(attr_key)
+    if attr is not None and attr.ndim == 2:
+        arch.num_attributes = int(attr.shape[0])
+        if not 2 <= arch.num_attributes <= MAX_ATTRIBUTES:
+            bad.append(f"{attr_key}: {arch.num_attributes} attributes, "
+                       f"expected 2..{MAX_ATTRIBUTES}")  # fmt: skip
+    elif not any(re.search(r"(cls_embed|attr_|fc_attr|attr_score)", k) for k in sd):
+        arch.num_attributes = 0  # no attribute head at all
+    anchors = sd.get(ANCHORS_KEY)
+    if anchors is not None and anchors.ndim == 2:
+        arch.num_anchors = int(anchors.shape[0])
+        if not 1 <= arch.num_anchors <= MAX_ANCHORS:
+            bad.append(f"{ANCHORS_KEY}: {arch.num_anchors} anchors, expected 1..{MAX_ANCHORS}")
+    _fail(path, [("outside the BUTD network's sizes", bad)])
+    return arch
+
+
+def _norms_without_stats(sd: dict[str, Any], schema: dict[str, tuple[int, ...]]) -> list[str]:
+    """Norm prefixes with ``weight`` and ``bias`` in ``sd`` but neither running statistic."""
+    out = []
+    for k in schema:
+        if k.endswith(".norm.running_mean"):
+            p = k[: -len("running_mean")]
+            has_affine = p + "weight" in sd and p + "bias" in sd
+            if has_affine and p + "running_mean" not in sd and p + "running_var" not in sd:
+                out.append(p[:-1])
+    return out
 
 
 def check_keys(
     sd: dict[str, Any], schema: dict[str, tuple[int, ...]], path: str | Path, what: str
 ) -> None:
-    """Raise :class:`WeightsError` unless ``sd`` has exactly the ``schema`` tensors and shapes.
+    """Step 3: raise :class:`WeightsError` unless ``sd`` has exactly the ``schema`` tensors and
+    shapes (declared shapes only; nothing is read or allocated).
 
-    ``num_batches_tracked``, ``pixel_std``, ``pixel_mean`` (3 values) and the anchors key
-    (``A x 4``) are also accepted.
+    Also accepted: ``<norm>.num_batches_tracked`` of a norm in ``schema`` (one value), ``pixel_std``
+    and ``pixel_mean`` (3 values) and the anchors key (``A x 4``).
     """
-    extra_ok = {ANCHORS_KEY: None, PIXEL_MEAN_KEY: None}
+
+    def tolerated(k: str) -> bool:
+        if k.endswith("." + NUM_BATCHES):
+            return k[: -len(NUM_BATCHES)] + "weight" in schema
+        return k in (ANCHORS_KEY, PIXEL_MEAN_KEY, PIXEL_STD_KEY)
+
     missing = [k for k in schema if k not in sd]
-    unexpected = [
-        k for k in sd if k not in schema and k not in extra_ok and not _TOLERATED.search(k)
+    unexpected = [k for k in sd if k not in schema and not tolerated(k)]
+    bad = [
+        f"{k}: expected {tuple(shape)}, got {tuple(sd[k].shape)}"
+        for k, shape in schema.items()
+        if k in sd and tuple(sd[k].shape) != tuple(shape)
     ]
-    bad = []
-    for k, shape in schema.items():
-        if k in sd and tuple(sd[k].shape) != tuple(shape):
-            bad.append(f"{k}: expected {tuple(shape)}, got {tuple(sd[k].shape)}")
-    if ANCHORS_KEY in sd and tuple(sd[ANCHORS_KEY].shape)[-1:] != (4,):
+    if ANCHORS_KEY in sd and (sd[ANCHORS_KEY].ndim != 2 or sd[ANCHORS_KEY].shape[-1] != 4):
         bad.append(f"{ANCHORS_KEY}: expected (A, 4), got {tuple(sd[ANCHORS_KEY].shape)}")
-    if PIXEL_MEAN_KEY in sd and int(np.prod(sd[PIXEL_MEAN_KEY].shape)) != 3:
-        bad.append(f"{PIXEL_MEAN_KEY}: expected 3 values, got {tuple(sd[PIXEL_MEAN_KEY].shape)}")
+    for k in (PIXEL_MEAN_KEY, PIXEL_STD_KEY):
+        if k in sd and int(np.prod(sd[k].shape)) != 3:
+            bad.append(f"{k}: expected 3 values, got {tuple(sd[k].shape)}")
     if missing or unexpected or bad:
         parts = [f"{path} does not match the {what} BUTD layout:"]
         if missing:
@@ -314,8 +458,25 @@ def check_keys(
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} keys: {_fmt_list(unexpected)}")
         if bad:
-            parts.append(f"{len(bad)} mis-shaped: " + "; ".join(bad[:12]))
-        raise WeightsError("\n  ".join(parts))
+            parts.append(f"{len(bad)} mis-shaped: " + "; ".join(_short(b, 200) for b in bad[:12]))
+        raise WeightsError(" ".join(parts[:1]) + " " + "; ".join(parts[1:]))
+
+
+def _check_finite(sd: dict[str, Any], keys: list[str], path: str | Path) -> None:
+    """Step 4: every value of ``keys`` finite (shapes are bounded by now)."""
+    bad = []
+    for k in keys:
+        v = sd[k]
+        finite = torch.isfinite(v).all() if isinstance(v, torch.Tensor) else np.isfinite(v).all()
+        if not bool(finite):
+            bad.append(k)
+    _fail(path, [("non-finite values (NaN or inf)", bad)])
+
+
+def _to_tensor(v: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A checked value -> float32 tensor (a copy only where the dtype or layout needs one)."""
+    t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+    return t.float()
 
 
 def _bg_first(t: torch.Tensor, block: int = 1) -> torch.Tensor:
@@ -350,33 +511,65 @@ def convert_pkl(sd: dict[str, torch.Tensor], arch: ButdArch) -> dict[str, torch.
 def load_butd_weights(path: str | Path) -> LoadedWeights:
     """Read, validate and convert a BUTD weights file (either public format).
 
+    The checks (see the module docstring) all run before any tensor is built from the file's
+    numbers; conversion comes last.
+
     Raises:
-        WeightsError: unreadable file, a refused pickle global, or missing / unexpected /
-            mis-shaped tensors (all named in the message).
+        WeightsError: unreadable file, a refused pickle global, a value of the wrong type, size or
+            block index, missing / unexpected / mis-shaped tensors, or non-finite values (all named
+            in the message).
     """
     raw, fmt = read_checkpoint(path)
-    sd = {k: _to_tensor(k, v) for k, v in raw.items()}
-    arch = _infer_arch(sd, fmt)
+    sd = check_values(raw, path)
+    arch = _infer_arch(sd, fmt, path)
     if fmt == "pkl":
         schema = pkl_schema(arch)
         bb = "roi_heads.box_predictor.bbox_pred"
-        if bb + ".weight" in sd and sd[bb + ".weight"].shape[0] == 4 * arch.num_classes:
+        if bb + ".weight" in sd and tuple(sd[bb + ".weight"].shape)[:1] == (4 * arch.num_classes,):
             schema[bb + ".weight"] = (4 * arch.num_classes, RES5[2])  # background block last
             schema[bb + ".bias"] = (4 * arch.num_classes,)
-        check_keys(sd, schema, path, "detectron2-pkl")
-        sd = convert_pkl(sd, arch)
+        what = "detectron2-pkl"
     else:
-        check_keys(sd, milvlg_schema(arch), path, "MILVLG")
-    anchors = sd.get(ANCHORS_KEY)
+        schema = milvlg_schema(arch)
+        what = "MILVLG"
+    filled = _norms_without_stats(sd, schema)
+    stats = {f"{p}.{s}" for p in filled for s in ("running_mean", "running_var")}
+    check_keys(sd, {k: v for k, v in schema.items() if k not in stats}, path, what)
+    used = [k for k in schema if k in sd] + [k for k in (ANCHORS_KEY, PIXEL_MEAN_KEY) if k in sd]
+    _check_finite(sd, used, path)
+
+    # Everything is bounded and checked: build the tensors.
+    state = {k: _to_tensor(sd[k]) for k in schema if k in sd}
+    for p in filled:  # detectron2's FrozenBatchNorm2d defaults: identity statistics
+        state[f"{p}.running_mean"] = torch.zeros_like(state[f"{p}.weight"])
+        state[f"{p}.running_var"] = torch.ones_like(state[f"{p}.weight"])
+    if filled:
+        log.warning(
+            "%s: %d frozen norms are stored as weight and bias only (e.g. %s); their running "
+            "statistics are filled with the defaults mean 0, var 1, as detectron2's loader does",
+            path, len(filled), filled[0],
+        )  # fmt: skip
+    if fmt == "pkl":
+        state = convert_pkl(state, arch)
+    convention = "detectron2" if fmt == "pkl" else "caffe"
+    if ANCHORS_KEY in sd:
+        anchors, from_file = _to_tensor(sd[ANCHORS_KEY]), True
+    elif arch.num_anchors == 12:
+        anchors, from_file = caffe_ops.default_cell_anchors(convention), False
+        log.info("%s stores no anchors: using the %s anchors of its format", path, convention)
+    else:  # cannot happen: num_anchors is read from the stored anchors
+        raise WeightsError(f"{path}: {arch.num_anchors} anchors but none stored")
     mean = sd.get(PIXEL_MEAN_KEY)
-    pixel_mean = None if mean is None else tuple(float(x) for x in mean.flatten().tolist())
-    state = {module_name(k): v for k, v in sd.items() if k in milvlg_schema(arch)}
+    pixel_mean = None if mean is None else tuple(float(x) for x in _to_tensor(mean).flatten())
     return LoadedWeights(
-        state_dict=state,
+        state_dict={module_name(k): v for k, v in state.items()},
         arch=arch,
-        cell_anchors=None if anchors is None else anchors.float(),
+        cell_anchors=anchors,
         pixel_mean=pixel_mean,  # type: ignore[arg-type]
         source_format="milvlg" if fmt == "milvlg" else "detectron2-pkl",
+        box_convention=convention,
+        anchors_from_file=from_file,
+        filled_norms=filled,
     )
 
 

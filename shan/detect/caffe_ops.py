@@ -1,17 +1,34 @@
-"""Box conventions of the original Caffe Faster R-CNN that made the Bottom-Up-Attention features.
+"""Box conventions of the two Bottom-Up-Attention ports, written out where torchvision's differ.
 
-torchvision's ``AnchorGenerator``/``BoxCoder`` use the modern "+0" width convention and
-size-major anchors, so the few Caffe pieces are written out here; NMS itself is
-``torchvision.ops.nms`` applied to boxes shifted so that its areas match Caffe's "+1" areas.
+torchvision's ``AnchorGenerator`` rounds its anchors and orders them ratio-major, and its
+``BoxCoder`` has no "+1" variant, so the few pieces are written out here; NMS itself is
+``torchvision.ops.nms``, applied to boxes shifted so that its areas match Caffe's "+1" areas where
+that convention applies.
 
-Conventions (py-faster-rcnn / peteanderson80 bottom-up-attention / MILVLG port):
+Two conventions (``convention=`` argument of the RPN-stage functions):
+
+``"caffe"`` (py-faster-rcnn / peteanderson80 bottom-up-attention / MILVLG's ``bua/caffe``; the
+MILVLG ``.pth`` weights):
 
 - a box ``x1, y1, x2, y2`` covers pixels ``x1..x2`` inclusive: width ``x2 - x1 + 1``;
-- anchors: ``generate_anchors`` (ratio-major: for each ratio, all scales), stride 16, offset 0;
+- anchors: :func:`generate_anchors` (ratio-major: for each ratio, all scales), stride 16, offset 0;
 - decoding: centre ``x1 + 0.5 w``, new box ``ctr ± 0.5 w'`` (no ``- 1``), ``dw``/``dh`` clamped
   at ``log(1000 / 16)``;
 - clipping to ``[0, W - 1] x [0, H - 1]``; proposals narrower/lower than ``min_size`` dropped;
 - NMS: intersection and areas with "+1", a box is suppressed when IoU > threshold.
+
+``"detectron2"`` (detectron2's ``DefaultAnchorGenerator`` / ``Box2BoxTransform`` / ``Boxes``, used
+by the airsplay port whose ``.pkl`` weights this project also reads):
+
+- continuous boxes: width ``x2 - x1``;
+- anchors: :func:`detectron2_cell_anchors` (size-major: for each size, all aspect ratios; centred on
+  0, not rounded), stride 16, offset 0.0 (the port's config: sizes 64, 128, 256, 512);
+- decoding: as above but with width ``x2 - x1``; same clamp ``log(1000 / 16)``, weights 1;
+- clipping to ``[0, W] x [0, H]``; the size filter uses the "+0" width;
+- NMS: plain areas (``torchvision.ops.nms``), suppressed when IoU > threshold.
+
+The per-class NMS that picks the regions (:func:`class_nms_max_conf`) is the Caffe extraction
+script's for both weight files: "+1" areas, on boxes in original-image pixels.
 """
 
 from __future__ import annotations
@@ -22,6 +39,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torchvision.ops import box_iou, nms
+
+CONVENTIONS = ("caffe", "detectron2")
+#: detectron2 ``ANCHOR_GENERATOR`` of the airsplay port's VG configs (``SIZES``
+#: ``[[64, 128, 256, 512]]`` with the default ``ASPECT_RATIOS [[0.5, 1.0, 2.0]]``, ``OFFSET 0.0``).
+DETECTRON2_ANCHOR_SIZES = (64.0, 128.0, 256.0, 512.0)
+DETECTRON2_ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
 SCALE_CLAMP = math.log(1000.0 / 16)
 
@@ -59,6 +82,44 @@ def _mkanchor(w: float, h: float, cx: float, cy: float) -> list[float]:
     return [cx - 0.5 * (w - 1), cy - 0.5 * (h - 1), cx + 0.5 * (w - 1), cy + 0.5 * (h - 1)]
 
 
+def detectron2_cell_anchors(
+    sizes: Sequence[float] = DETECTRON2_ANCHOR_SIZES,
+    aspect_ratios: Sequence[float] = DETECTRON2_ASPECT_RATIOS,
+) -> torch.Tensor:
+    """detectron2's ``DefaultAnchorGenerator`` cell anchors: ``(len(sizes) * len(ratios), 4)``.
+
+    Size-major (for each size, every aspect ratio h / w); each anchor keeps the area ``size ** 2``,
+    ``w = sqrt(size ** 2 / ratio)``, ``h = ratio * w``, centred on ``(0, 0)`` with no rounding
+    (computed in float64, stored as float32, as detectron2 does).
+    """
+    out = []
+    for size in sizes:
+        for ratio in aspect_ratios:
+            w = math.sqrt(float(size) ** 2 / ratio)
+            h = ratio * w
+            out.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
+    return torch.tensor(out, dtype=torch.float64).float()
+
+
+def check_convention(convention: str) -> str:
+    """``convention`` if it is one of :data:`CONVENTIONS`, else ``ValueError``."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown box convention {convention!r}; expected one of {CONVENTIONS}")
+    return convention
+
+
+def default_cell_anchors(convention: str) -> torch.Tensor:
+    """The 12 cell anchors of a convention's BUTD weights: Caffe's or the detectron2 port's."""
+    if check_convention(convention) == "caffe":
+        return generate_anchors()
+    return detectron2_cell_anchors()
+
+
+def _extent(convention: str) -> float:
+    """What a box's width adds to ``x2 - x1``: 1 in Caffe's pixel-inclusive boxes, else 0."""
+    return 1.0 if check_convention(convention) == "caffe" else 0.0
+
+
 def shift_anchors(
     cell_anchors: torch.Tensor, height: int, width: int, stride: int = 16
 ) -> torch.Tensor:
@@ -80,8 +141,10 @@ def decode_boxes(
     deltas: torch.Tensor,
     weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
     scale_clamp: float = SCALE_CLAMP,
+    convention: str = "caffe",
 ) -> torch.Tensor:
-    """Apply ``(dx, dy, dw, dh)`` deltas with the "+1" convention.
+    """Apply ``(dx, dy, dw, dh)`` deltas; widths are ``x2 - x1 + 1`` ("caffe") or ``x2 - x1``
+    ("detectron2"), the rest is the same in both.
 
     Args:
         boxes: ``(N, 4)`` reference boxes (anchors or proposals).
@@ -89,9 +152,10 @@ def decode_boxes(
     Returns:
         ``(N, 4 * K)`` decoded boxes (not clipped).
     """
+    one = _extent(convention)
     boxes = boxes.to(deltas.dtype)
-    widths = (boxes[:, 2] - boxes[:, 0] + 1.0)[:, None]
-    heights = (boxes[:, 3] - boxes[:, 1] + 1.0)[:, None]
+    widths = (boxes[:, 2] - boxes[:, 0] + one)[:, None]
+    heights = (boxes[:, 3] - boxes[:, 1] + one)[:, None]
     ctr_x = boxes[:, 0:1] + 0.5 * widths
     ctr_y = boxes[:, 1:2] + 0.5 * heights
     wx, wy, ww, wh = weights
@@ -107,17 +171,23 @@ def decode_boxes(
     return out.reshape(deltas.shape)
 
 
-def clip_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Clip ``(..., 4)`` boxes to ``[0, width - 1] x [0, height - 1]`` (Caffe's pixel grid)."""
-    x = boxes[..., 0::2].clamp(0, width - 1)
-    y = boxes[..., 1::2].clamp(0, height - 1)
+def clip_boxes(
+    boxes: torch.Tensor, height: int, width: int, convention: str = "caffe"
+) -> torch.Tensor:
+    """Clip ``(..., 4)`` boxes to ``[0, width - 1] x [0, height - 1]`` (Caffe's pixel grid) or
+    ``[0, width] x [0, height]`` (detectron2's continuous boxes)."""
+    one = _extent(convention)
+    x = boxes[..., 0::2].clamp(0, width - one)
+    y = boxes[..., 1::2].clamp(0, height - one)
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
 
 
-def min_size_mask(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
-    """``(N,)`` bool: boxes whose "+1" width and height are both ``>= min_size``."""
-    ws = boxes[:, 2] - boxes[:, 0] + 1
-    hs = boxes[:, 3] - boxes[:, 1] + 1
+def min_size_mask(boxes: torch.Tensor, min_size: float, convention: str = "caffe") -> torch.Tensor:
+    """``(N,)`` bool: boxes whose width and height (with the convention's "+1" or not) are both
+    ``>= min_size``."""
+    one = _extent(convention)
+    ws = boxes[:, 2] - boxes[:, 0] + one
+    hs = boxes[:, 3] - boxes[:, 1] + one
     return (ws >= min_size) & (hs >= min_size)
 
 
@@ -136,6 +206,15 @@ def nms_plus1(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -
     return nms(_plus1(boxes.float()), scores.float(), iou_threshold)
 
 
+def nms_boxes(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, convention: str = "caffe"
+) -> torch.Tensor:
+    """NMS with the convention's areas ("+1" for "caffe"): kept indices, by decreasing score."""
+    if _extent(convention):
+        return nms_plus1(boxes, scores, iou_threshold)
+    return nms(boxes.float(), scores.float(), iou_threshold)
+
+
 def rpn_proposals(
     anchors: torch.Tensor,
     fg_scores: torch.Tensor,
@@ -146,25 +225,28 @@ def rpn_proposals(
     pre_nms_topk: int = 6000,
     post_nms_topk: int = 300,
     nms_thresh: float = 0.7,
+    convention: str = "caffe",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Caffe's proposal layer for one image (in resized-image pixels).
 
     Decode -> clip -> drop boxes under ``min_size`` (already multiplied by the image scale) ->
     top ``pre_nms_topk`` by foreground probability -> NMS ``nms_thresh`` -> first
-    ``post_nms_topk``.
+    ``post_nms_topk``. The steps and their numbers are the Caffe recipe's for both conventions;
+    ``convention`` (that of the anchors' origin) sets the box arithmetic of every step.
 
     Args:
         anchors: ``(N, 4)``; fg_scores: ``(N,)``; deltas: ``(N, 4)``.
     Returns:
         ``boxes (P, 4)``, ``scores (P,)`` with ``P <= post_nms_topk``, by decreasing score.
     """
-    boxes = clip_boxes(decode_boxes(anchors, deltas), height, width)
-    keep = min_size_mask(boxes, min_size)
+    decoded = decode_boxes(anchors, deltas, convention=convention)
+    boxes = clip_boxes(decoded, height, width, convention)
+    keep = min_size_mask(boxes, min_size, convention)
     boxes, scores = boxes[keep], fg_scores[keep]
     k = min(pre_nms_topk, scores.numel())
     scores, order = scores.topk(k, sorted=True)
     boxes = boxes[order]
-    keep = nms_plus1(boxes, scores, nms_thresh)[:post_nms_topk]
+    keep = nms_boxes(boxes, scores, nms_thresh, convention)[:post_nms_topk]
     return boxes[keep], scores[keep]
 
 
@@ -182,7 +264,9 @@ def class_nms_max_conf(
     NMS calls.
 
     Args:
-        boxes: ``(B, R, 4)`` (or ``(R, 4)``) the proposals, "+1" convention.
+        boxes: ``(B, R, 4)`` (or ``(R, 4)``) the proposals, "+1" convention, in original-image
+            pixels as in the Caffe script (``rois / im_scale``): with "+1" areas the IoU depends
+            on the frame, so NMS on resized-image boxes would flip borderline decisions.
         scores: ``(B, R, C)`` (or ``(R, C)``) foreground class probabilities (background dropped).
         iou_threshold: a box is suppressed by a kept, higher-scoring box with IoU above this.
         valid: ``(B, R)`` bool, ``False`` for padding rows (never kept, never suppress).

@@ -1,4 +1,4 @@
-"""Evaluate a SHAN checkpoint on a precomputed split — ``shan-eval`` / ``python -m shan.evaluate``.
+"""``shan-eval`` / ``python -m shan.cli.evaluate``: retrieval metrics of a checkpoint on a split.
 
 Examples::
 
@@ -6,28 +6,32 @@ Examples::
     shan-eval --checkpoint runs/coco/best --data-root data --name coco --split testall --fold5 \\
         --json coco_results.json
 
-Prints R@1/5/10, median and mean rank in both directions and rSum. For COCO ``testall`` (5000
-images) ``--fold5`` prints COCO 1K (mean over five folds of 1000 images; rSum from the mean
-recalls) and COCO 5K (all images at once) from one scoring pass.
+Prints R@1/5/10, median and mean rank in both directions and rSum (:mod:`shan.evaluation`). For
+COCO ``testall`` (5000 images) ``--fold5`` prints COCO 1K (mean over five folds of 1000 images;
+rSum from the mean recalls) and COCO 5K (all images at once) from one scoring pass. The ``--json``
+path is checked before the checkpoint is loaded and written through a temporary file, so computed
+metrics are never lost to an unwritable path.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from shan.checkpoint import load_checkpoint
+from shan.cli.common import Parser, positive_int, run
 from shan.device import resolve_device
-from shan.errors import ShanError
 from shan.evaluation import evaluate_split, format_metrics
+from shan.files import check_writable_file, write_text
+
+PROG = "shan-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="shan-eval",
+    p = Parser(
+        prog=PROG,
         description="Image-text retrieval metrics of a SHAN checkpoint on a SCAN-format split.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -40,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", dest="json_out", help="write all metrics to this JSON file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--chunk", type=int, default=256, help="images per encoding chunk")
+    p.add_argument(
+        "--max-images", type=positive_int, default=None, help="evaluate the first N images only"
+    )
+    p.add_argument("--chunk", type=positive_int, default=256, help="images per encoding chunk")
     p.add_argument(
         "--score-chunks",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("IMAGES", "CAPTIONS"),
         help="pairs scored at once by the model (memory grows with the product)",
@@ -68,9 +74,12 @@ def report(result: dict[str, Any], name: str = "") -> str:
     return "\n\n".join(blocks)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def work() -> int:
+        if args.json_out:
+            check_writable_file(args.json_out)  # before the work, so its result is not lost
         device = resolve_device(args.device)
         loaded = load_checkpoint(args.checkpoint, device=device)
         result = evaluate_split(
@@ -86,19 +95,20 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             score_chunks=tuple(args.score_chunks) if args.score_chunks else None,
         )
-    except ShanError as e:
-        print(f"shan-eval: error: {e}", file=sys.stderr)
-        return 2
-    result.update(
-        {"checkpoint": str(args.checkpoint), "name": args.name, "data_root": str(args.data_root)}
-    )
-    print(report(result, args.name))
-    if args.json_out:
-        out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {out}")
-    return 0
+        result.update(
+            {
+                "checkpoint": str(args.checkpoint),
+                "name": args.name,
+                "data_root": str(args.data_root),
+            }
+        )
+        print(report(result, args.name), flush=True)
+        if args.json_out:
+            out = write_text(args.json_out, json.dumps(result, indent=2) + "\n")
+            print(f"wrote {out}")
+        return 0
+
+    return run(PROG, work)
 
 
 if __name__ == "__main__":
