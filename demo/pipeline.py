@@ -32,6 +32,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from demo.card import ModelCard, read_card
+from shan.data.vocab import Vocabulary
 from shan.detect.base import RegionExtractor, Regions, stack_regions
 from shan.device import resolve_device
 from shan.errors import ShanError
@@ -756,9 +757,10 @@ class DemoPipeline:
         shapes = {w for ws in SHAPE_WORDS.values() for w in ws}
         shapes |= {PLURALS.get(w, w + "s") for w in shapes}
         nouns = tuple(sorted(shapes)) if shapes & set(tokenize(cap)) else ()
-        made = perturb(
-            cap, seed=seed, words=WordLists(nouns=nouns), kinds=kinds or PERTURBATION_KINDS
-        )
+        words = WordLists(nouns=nouns)
+        if isinstance(self.text, Vocabulary):  # a word vocabulary: nothing it would read as <unk>
+            words = words.restricted_to(self.text.__contains__)
+        made = perturb(cap, seed=seed, words=words, kinds=kinds or PERTURBATION_KINDS)
         if not made:
             raise InputError(
                 "No minimal pair can be made from this caption: it has no colour, shape, size, "

@@ -33,6 +33,7 @@ CAPTIONS = [
     "a green triangle above a yellow circle",
     "a blue square on a white background",
     "two black circles and a red square",
+    "one small circle right of three large squares below a triangle",
 ]
 
 

@@ -148,6 +148,8 @@ def test_minimal_pairs_scored_against_the_caption(pipe):
     s = res.match.scores
     np.testing.assert_allclose(res.margins, s[0] - s[1:], atol=1e-6)  # weights 1
     assert not [n for n in res.notices if "Caption" in n]  # perturbations' words not reported
+    known = pipe.text.__contains__  # a replacement the model would read as <unk> is never made
+    assert all(known(w) for p in res.perturbations for w in p.text.split())
 
 
 def test_minimal_pairs_of_a_caption_nothing_applies_to(pipe):

@@ -161,3 +161,23 @@ def test_bad_input_is_refused_clearly():
 def test_plural_forms(singular, plural_):
     assert pluralize(singular) == plural_ and singularize(plural_) == singular
     assert pluralize(plural_) == plural_
+
+
+def test_no_attribute_moves_onto_the_picture_itself():
+    """'this picture shows ...': the picture is not one of the things in it (found in the app:
+    'this picture small shows a tiny green square')."""
+    for seed in range(20):
+        for p in perturb("this picture shows a tiny green square and a circle", seed=seed):
+            assert p.text.split()[:3] == ["this", "picture", "shows"], p
+
+
+def test_word_lists_restricted_to_a_vocabulary():
+    known = {"small", "tiny", "large", "big", "red", "blue", "left", "right", "two", "one"}
+    w = WordLists().restricted_to(known.__contains__)
+    assert set(w.colours) == {"red", "blue"} and set(w.numbers) == {"one", "two"}
+    assert w.relations == (("left", "right"),)
+    words = {x for pair in w.sizes for x in pair}
+    assert words <= known and {"tiny", "small", "large", "big"} <= words
+    for seed in range(10):  # "tiny" has no known opposite of its own ("huge"): it gets "large"
+        for p in perturb("a tiny red circle", seed=seed, words=w, kinds=("size_swap",)):
+            assert set(p.text.split()) <= known | {"a", "circle"}

@@ -164,12 +164,16 @@ def test_every_view_is_a_picture(result):
     assert _is_picture(v["chart"]) and _is_picture(v["regions"])
     assert v["caption_choices"].value == result.order[0]
     expl = result.explanations[result.order[0]]
-    # the word picker lists the content words only (function words behind the switch)
+    # the word picker lists the content words only (function words behind the switch), and the
+    # word shown, whichever it is
     listed = [label for label, _ in v["word_choices"].choices]
-    assert listed == [w for w in expl.display_words if w not in ("a", "of")]
+    chosen = v["word_choices"].value
+    shown = [w for j, w in enumerate(expl.display_words) if w not in ("a", "of") or j == chosen]
+    assert listed == shown
     for name in ("heatmap", "matrix", "step2_regions", "step2_words", "step3_chart"):
         assert _is_picture(v[name]), name
-    assert len(v["thumbnails"]) == len(listed) and all(_is_picture(t[0]) for t in v["thumbnails"])
+    content = [w for w in expl.display_words if w not in ("a", "of")]
+    assert len(v["thumbnails"]) == len(content) and all(_is_picture(t[0]) for t in v["thumbnails"])
     s3 = v["step3_text"]
     assert "S_G2G" in s3 and f"{expl.scores['total']:.3f}" in s3
     assert "looks most at" in v["word_summary"]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import difflib
 import random
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shan.data.vocab import _TOKEN_RE  # the tokenizer's own pattern: token positions line up
@@ -92,10 +92,14 @@ _BOUNDARY = frozenset(
      "without", "who", "which", "that", "as", "in", "on", "at", "of", "by", "for", "from", "to",
      "into", "onto", "over", "under", "near", "behind", "beside", "next", "above", "below",
      "inside", "outside", "between", "through", "across", "along", "around", "left", "right",
-     "front", "there", "has", "have", "where", "then"}
+     "front", "there", "has", "have", "where", "then", "shows", "show", "contains",
+     "contain", "depicts", "displays", "features"}
 )  # fmt: skip
 _PLACE_WORDS = frozenset({"left", "right", "top", "bottom", "side", "middle", "center", "front",
                           "back", "background", "foreground", "corner"})  # fmt: skip
+# Nouns that name the picture itself ("this picture shows ..."), never one of the things in it: no
+# attribute is moved onto them and no noun is exchanged with them.
+_META_WORDS = frozenset({"picture", "image", "photo", "photograph", "scene", "view", "frame"})
 
 
 class PerturbError(ShanError, TypeError):
@@ -123,6 +127,29 @@ class WordLists:
     nouns: tuple[str, ...] = ()
     numbers: tuple[str, ...] = NUMBER_WORDS
     extra: Mapping[str, str] = field(default_factory=dict)  # more irregular plurals
+
+    def restricted_to(self, known: Callable[[str], bool]) -> WordLists:
+        """Only words a model knows (``known(word)``; a phrase counts when all its words do), so
+        a perturbation never brings in a word the model reads as unknown. A size word whose
+        opposite is unknown is paired with a known word of the opposite pole instead."""
+
+        def ok(phrase: str) -> bool:
+            return all(known(w) for w in phrase.split())
+
+        small = [a for a, _ in self.sizes if ok(a)]
+        large = [b for _, b in self.sizes if ok(b)]
+        sizes = [(a, b) for a, b in self.sizes if ok(a) and ok(b)]
+        paired = {w for pair in sizes for w in pair}
+        sizes += [(a, large[0]) for a in dict.fromkeys(small) if a not in paired and large]
+        sizes += [(small[0], b) for b in dict.fromkeys(large) if b not in paired and small]
+        return WordLists(
+            colours=tuple(c for c in self.colours if ok(c)),
+            sizes=tuple(sizes),
+            relations=tuple((a, b) for a, b in self.relations if ok(a) and ok(b)),
+            nouns=tuple(n for n in self.nouns if ok(n)),
+            numbers=tuple(n for n in self.numbers if ok(n)),
+            extra=self.extra,
+        )
 
 
 def pluralize(word: str, extra: Mapping[str, str] | None = None) -> str:
@@ -288,7 +315,7 @@ class _Perturber:
             pos = [k for k, t in enumerate(toks) if t in lemmas]
         else:
             lemmas = {toks[p.head]: singularize(toks[p.head], extra) for p in self.phrases}
-            pos = [p.head for p in self.phrases if toks[p.head] not in _PLACE_WORDS]
+            pos = [p.head for p in self.phrases if toks[p.head] not in _PLACE_WORDS | _META_WORDS]
         out = []
 
         def form(lemma: str, like: str) -> str:
@@ -374,6 +401,14 @@ class _Perturber:
                 out.append((edits, f"{n} → {m} ('{p.det} {head}' → '{det} {noun}')"))
         return out
 
+    def _object_noun(self, word: str) -> bool:
+        """Whether ``word`` can name a thing in the picture: one of the caller's nouns (or its
+        plural) when given, else any noun but a place or the picture itself."""
+        if self.w.nouns:
+            extra = self.w.extra
+            return singularize(word, extra) in self.w.nouns or word in self.w.nouns
+        return word not in _PLACE_WORDS | _META_WORDS
+
     def word_order(self) -> list[tuple[list, str]]:
         toks = self.toks
         colours = set(self.w.colours)
@@ -386,7 +421,7 @@ class _Perturber:
                     for q in self.phrases:
                         if q is p or any(toks[j] in group for j in range(q.start + 1, q.head)):
                             continue
-                        if toks[q.head] in _PLACE_WORDS:
+                        if not self._object_noun(toks[q.head]):
                             continue
                         # Remove the word from p, put it right before q's noun.
                         edits = [(k, k + 1, []), (q.head, q.head + 1, [toks[k], toks[q.head]])]
