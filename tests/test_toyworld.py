@@ -1,6 +1,6 @@
 """The toy world's scenes and splits: determinism, visible boxes, occlusion, contrast on every
 background, duplicates, presets, annotation files and the CLI; then the toy-world metrics
-(``shan.toyworld_eval``) against hand-made predictions and the reproduce script."""
+(``shan.toyworld.metrics``) against hand-made predictions and the reproduce script."""
 
 from __future__ import annotations
 
@@ -339,7 +339,7 @@ def test_load_annotations_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Toy-world evaluation (shan.toyworld_eval) against hand-made predictions
+# Toy-world evaluation (shan.toyworld.metrics) against hand-made predictions
 # ----------------------------------------------------------------------------------------------
 
 
@@ -349,7 +349,7 @@ def _records(n: int = 12):
 
 
 def test_detection_metrics_perfect_and_wrong():
-    from shan.toyworld_eval import detection_metrics
+    from shan.toyworld.metrics import detection_metrics
 
     recs = _records()
     boxes = [np.array([o["box"] for o in r["objects"]]) for r in recs]
@@ -364,6 +364,18 @@ def test_detection_metrics_perfect_and_wrong():
     assert m2["map50"] == 0.0 and m2["colour_acc"] == 0.0
     shifted = [b + 200 for b in boxes]
     assert detection_metrics(shifted, labels, scores, colours, recs, tw.SHAPES)["map50"] == 0.0
+
+
+def _toy_split(feats, boxes, nreg, recs):
+    from pathlib import Path
+
+    from shan.data.precomp import SplitArrays
+    from shan.toyworld.metrics import ToySplit
+
+    k = feats.shape[1]
+    masks = np.arange(k)[None, :] < nreg[:, None]
+    arrays = SplitArrays(feats, masks, [], boxes, [r["id"] for r in recs], nreg, Path("."), "test")
+    return ToySplit(arrays, list(recs), boxes, None)
 
 
 class _BagOfWordsGrounder:
@@ -395,7 +407,7 @@ class _BagOfWordsGrounder:
 
 def test_grounding_accuracy_of_a_perfect_and_an_inverted_grounder():
     from shan.data.vocab import Vocabulary
-    from shan.toyworld_eval import grounding_accuracy
+    from shan.toyworld.metrics import grounding_accuracy
 
     recs = _records()
     k = 6
@@ -409,7 +421,7 @@ def test_grounding_accuracy_of_a_perfect_and_an_inverted_grounder():
             boxes[i, j] = o["box"]
         nreg[i] = len(r["objects"]) + 1  # plus one background region
         boxes[i, len(r["objects"])] = [0, 0, 256, 256]
-    data = {"feats": feats, "boxes": boxes, "nregions": nreg, "records": recs}
+    data = _toy_split(feats, boxes, nreg, recs)
     vocab = Vocabulary.build([c["text"] for r in recs for c in r["captions"]])
     good = grounding_accuracy(_BagOfWordsGrounder(vocab), vocab, data, max_images=None)
     bad = grounding_accuracy(_BagOfWordsGrounder(vocab, invert=True), vocab, data, max_images=None)
@@ -419,6 +431,70 @@ def test_grounding_accuracy_of_a_perfect_and_an_inverted_grounder():
     assert good["unambiguous"] == 1.0 and good["unambiguous_n"] > 100
     assert good["accuracy"] > 0.75 and good["per_role"]["shape"] > 0.75
     assert bad["accuracy"] < 0.2
+
+
+def test_detection_by_background_reports_each_group_and_the_weakest():
+    from shan.detect.toy import WHOLE_IMAGE_LABEL
+    from shan.toyworld.metrics import background_group, detection_by_background
+
+    recs = _records(12)
+    tones = [background_group(r, "tone") for r in recs]
+    assert set(tones) <= set(tw.BACKGROUND_TONES) and len(set(tones)) >= 2
+    missed = tones[0]  # every image of this tone gets no detection at all
+    boxes, labels, scores, colours = [], [], [], []
+    for r, tone in zip(recs, tones):
+        objs = [] if tone == missed else r["objects"]
+        # a whole-image region is never a detection, even when its label is a shape's
+        boxes.append(np.array([o["box"] for o in objs] + [[0, 0, 256, 256]]).reshape(-1, 4))
+        labels.append([o["shape"] for o in objs] + [WHOLE_IMAGE_LABEL])
+        scores.append([0.9] * len(objs) + [1.0])
+        colours.append([o["colour"] for o in objs] + ["red"])
+    m = detection_by_background(boxes, labels, scores, colours, recs, tw.SHAPES)
+    by_tone = m["by_background"]["tone"]
+    assert by_tone[missed]["map50"] == 0.0 and by_tone[missed]["recall50"] == 0.0
+    for tone in set(tones) - {missed}:
+        assert by_tone[tone]["map50"] == pytest.approx(1.0)
+    assert m["min_group_map50"] == 0.0 and m["min_group"] == f"tone/{missed}"
+    assert sum(g["n_images"] for g in by_tone.values()) == len(recs)
+    assert set(m["by_background"]["hue"]) <= {"grey", "colour"}
+    assert 0.0 < m["recall50"] < 1.0
+
+
+class _PoolingModel:
+    """``txt_pool`` puts ``weight`` on content words (shape/colour/relation/count) vs 1 elsewhere."""
+
+    def __init__(self, vocab, weight: float):
+        self.vocab, self.weight = vocab, weight
+        self.cfg = type("C", (), {"max_words": 64, "use_g2l": True})()
+        self.content = set()
+        for words in (lx.SHAPE_WORDS, lx.COLOUR_WORDS):
+            for ws in words.values():
+                self.content |= set(ws) | {plural(w) for w in ws}
+
+    def explain(self, feats, mask, tokens, length):
+        import torch
+
+        words = [self.vocab.itos[int(t)] for t in tokens[:length]]
+        w = torch.tensor([self.weight if x in self.content else 1.0 for x in words])
+        return type("E", (), {"txt_pool": w / w.sum()})()
+
+
+def test_pooling_sanity_measures_content_against_function_words():
+    from shan.data.vocab import Vocabulary
+    from shan.toyworld.metrics import pooling_sanity
+
+    recs = _records(8)
+    k = 3
+    data = _toy_split(np.zeros((8, k, 4), np.float32), np.zeros((8, k, 4), np.float32),
+                      np.full(8, k), recs)  # fmt: skip
+    vocab = Vocabulary.build([c["text"] for r in recs for c in r["captions"]])
+    flat = pooling_sanity(_PoolingModel(vocab, 1.0), vocab, data, max_images=None)
+    peaked = pooling_sanity(_PoolingModel(vocab, 5.0), vocab, data, max_images=None)
+    assert flat["n_captions"] == 40 and flat["ratio"] == pytest.approx(1.0)
+    # Shapes and colours get 5x a function word's weight; relations/counts (also content) get 1x.
+    assert 2.0 < peaked["ratio"] < 5.0
+    # (5x within each caption; the means over captions of different lengths differ a little)
+    assert 3 * peaked["by_role"][""] < peaked["by_role"]["shape"] < 7 * peaked["by_role"][""]
 
 
 @pytest.mark.slow
