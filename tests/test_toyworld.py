@@ -461,7 +461,7 @@ def test_detection_by_background_reports_each_group_and_the_weakest():
 
 
 class _PoolingModel:
-    """``txt_pool`` puts ``weight`` on content words (shape/colour/relation/count) vs 1 elsewhere."""
+    """``txt_pool`` puts ``weight`` on shape and colour words, 1 on every other word."""
 
     def __init__(self, vocab, weight: float):
         self.vocab, self.weight = vocab, weight
@@ -497,56 +497,101 @@ def test_pooling_sanity_measures_content_against_function_words():
     assert 3 * peaked["by_role"][""] < peaked["by_role"]["shape"] < 7 * peaked["by_role"][""]
 
 
+QUICK = ["--quick", "--device", "cpu", "--train-images", "16", "--dev-images", "5",
+         "--test-images", "6", "--image-size", "64", "--shan-batch", "8", "--workers", "1",
+         "--num-examples", "2"]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
-    """The one-command pipeline at toy sizes: every stage runs and every artefact is written."""
+    """The thin one-command pipeline at toy sizes: every stage runs, every artefact is written, the
+    suite's command gives the same numbers from the files, and --reuse keeps what matches."""
     mod = _reproduce_module()
     out = tmp_path / "run"
-    rc = mod.main(["--quick", "--device", "cpu", "--out", str(out), "--train-images", "16",
-                   "--dev-images", "5", "--test-images", "6", "--image-size", "64",
-                   "--shan-batch", "8", "--workers", "1", "--num-examples", "2"])  # fmt: skip
-    assert rc == 0
+    assert mod.main([*QUICK, "--out", str(out)]) == 0
     ck = out / "checkpoints"
     metrics = json.loads((ck / "metrics.json").read_text())
-    for key in ("retrieval", "ablations", "detector", "grounding", "hard_negatives", "timings_s"):
-        assert key in metrics
-    assert metrics["retrieval"]["n_images"] == 6
-    assert set(metrics["ablations"]["switch"]) == {"L2L", "G2L", "G2G"}
-    assert f"{metrics['retrieval']['total']['rsum']:.1f}" in (ck / "README.md").read_text()
-    # Another run's headline figures can be listed in the card, as measured.
-    metrics["reproductions"] = [mod.summarize_run(metrics, "a second run")]
-    mod.write_model_card(metrics, tmp_path / "card.md")
-    card_lines = (tmp_path / "card.md").read_text().splitlines()
-    row = next(x for x in card_lines if "| a second run |" in x)
-    assert f"| {metrics['detector']['map50']:.3f} |" in row
-    assert (ck / "shan" / "model.safetensors").is_file()
-    assert (ck / "detector" / "detector.safetensors").is_file()
+    ev = metrics["evaluation"]
+    for key in ("suite", "retrieval", "grounding", "pooling", "detector"):
+        assert key in ev
+    assert ev["n_images"] == 6
+    assert set(ev["suite"]["negatives"]) == set(tw.NEGATIVE_TYPES)
+    assert set(ev["suite"]["distractors"]) == set(tw.DISTRACTOR_TYPES)
+    assert set(ev["detector"]["by_background"]) == {"tone", "hue", "texture"}
+    card = (ck / "README.md").read_text()
+    assert f"{ev['retrieval']['total']['rsum']:.1f}" in card and "| colour_swap |" in card
+    assert all(t["name"] in card for t in metrics["targets"])
+    # the world is recorded with the checkpoint, with the card's machine-readable facts
     from shan.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ck / "shan")
     assert loaded.extra["detector"] == {"kind": "toy", "weights": "../detector"}
+    assert tw.WorldConfig.from_dict(loaded.extra["world"]).image_size == 64
+    caps = loaded.extra["capabilities"]
+    assert len(caps["knows"]) + len(caps["does_not_know"]) == len(metrics["targets"])
+    assert (ck / "shan" / "calibration.json").is_file()
+    assert not (ck / "shan" / "train_state.pt").exists()
+    from shan.detect.toy import ToyDetector
+
+    det = ToyDetector.from_pretrained(ck / "detector")
+    assert det.cfg.whole_image_region and det.cfg.per_image_norm
+    assert det.train_info["brightness"] > 0
     examples = json.loads((out / "assets" / "examples.json").read_text())
+    assert examples
     for ex in examples:
         assert (out / "assets" / ex["image"]).is_file() and len(ex["captions"]) == 5
+        assert (out / "assets" / ex["distractor"]["image"]).is_file()
+        assert ex["distractor"]["type"] == "mirror" and ex["distractor"]["false_captions"]
+        assert ex["hard_negative_type"] == "relation_swap"
         assert ex["hard_negative"] not in ex["captions"]
+        assert "relation_swap" in {n["type"] for n in ex["negatives"]}
 
-    # Again, reusing data and detector, with ablations by training: one model per single step and
-    # the full model, trained for the same number of epochs, side by side in the card.
-    det_before = (out / "detector" / "detector.safetensors").read_bytes()
-    rc = mod.main(["--quick", "--device", "cpu", "--out", str(out), "--train-images", "16",
-                   "--dev-images", "5", "--test-images", "6", "--image-size", "64",
-                   "--shan-batch", "8", "--workers", "1", "--num-examples", "2", "--reuse",
-                   "--ablations", "train"])  # fmt: skip
+    # The suite's own command on the run's files: the same rows as the card's.
+    from shan.toyworld import suite
+
+    js = tmp_path / "suite.json"
+    rc = suite.main(["--checkpoint", str(ck / "shan"), "--data", str(out), "--json", str(js),
+                     "--suite-only"])  # fmt: skip
     assert rc == 0
+    again = json.loads(js.read_text())["suite"]
+    for t, row in ev["suite"]["negatives"].items():
+        assert again["negatives"][t]["n"] == row["n"]
+        if row["n"]:
+            assert again["negatives"][t]["total"] == pytest.approx(row["total"])
+    assert suite.main(["--checkpoint", str(tmp_path / "nope"), "--data", str(out)]) == 2
+
+    # Again with --reuse: data and detector are kept (same world, same detector config).
+    det_before = (out / "detector" / "detector.safetensors").read_bytes()
+    img_before = (out / "data" / "train" / "images" / "train_000000.png").stat().st_mtime_ns
+    assert mod.main([*QUICK, "--out", str(out), "--reuse"]) == 0
     assert (out / "detector" / "detector.safetensors").read_bytes() == det_before
+    assert (out / "data" / "train" / "images" / "train_000000.png").stat().st_mtime_ns == img_before
+
+    # The ablation grid on the same features: every model trained per seed, or said why not.
+    assert mod.main([*QUICK, "--out", str(out), "--reuse", "--ablations-only",
+                     "--ablation-seeds", "2"]) == 0  # fmt: skip
     ab = json.loads((ck / "metrics.json").read_text())["ablations"]
-    assert set(ab["trained"]) == {"L2L", "G2L", "G2G", "all three"}
-    assert ab["epochs"] == {"single_step": 1, "all_three": 1}
+    assert set(ab["summary"]) | set(ab["skipped"]) == set(mod.ABLATION_MODELS)
+    assert ab["summary"]["paper"]["rsum"]["n"] == 2 and len(ab["runs"]["paper"]) == 2
+    assert ab["recipe"]["seeds"] == 2
     card = (ck / "README.md").read_text()
-    for name in ("L2L", "G2L", "G2G"):
-        assert f"| {name} only (trained) | " in card
-    assert f"{ab['trained']['G2G']['rsum']:.1f} |" in card
-    assert "| all three (trained the same way) |" in card
+    assert "## Ablations (mean ± std over seeds)" in card and "| paper |" in card
+
+
+def test_reuse_compares_the_world_config_not_only_sizes(tmp_path):
+    mod = _reproduce_module()
+    args = mod.parse_args(["--quick", "--device", "cpu", "--image-size", "64"])
+    cfg = mod.world_config(args)
+    tw.generate_split(tmp_path / "test", "test", 3, seed=0, workers=1, config=cfg)
+    path = tmp_path / "test" / "annotations.json"
+    assert mod.data_matches(path, 3, cfg, 0)
+    assert not mod.data_matches(path, 4, cfg, 0)  # another size
+    assert not mod.data_matches(path, 3, cfg, 1)  # another seed
+    other = tw.WorldConfig.from_dict({**cfg.to_dict(), "overlap_p": 0.9})  # same sizes
+    assert not mod.data_matches(path, 3, other, 0)
+    assert not mod.data_matches(tmp_path / "missing.json", 3, cfg, 0)
+    path.write_text("{not json")
+    assert not mod.data_matches(path, 3, cfg, 0)
 
 
 def _reproduce_module():
@@ -565,10 +610,16 @@ def test_reproduce_presets_follow_the_device_and_flags_override_them():
     cpu = mod.parse_args(["--device", "cpu"])
     assert cpu.preset == "cpu"
     assert cpu.time_budget <= 2 * 3600 and cpu.det_mosaic == 1 and cpu.test_images == 1000
+    assert cpu.geometry and cpu.hard_negatives == "typed" and cpu.whole_image_region
+    assert mod.parse_args(["--preset", "gpu", "--device", "cpu"]).train_images == 10000
     quick = mod.parse_args(["--quick", "--device", "cpu"])
     assert quick.preset == "quick" and quick.time_budget is None and quick.train_images < 100
     own = mod.parse_args(["--device", "cpu", "--train-images", "10", "--det-mosaic", "3",
-                          "--time-budget", "60", "--det-share", "0.2"])  # fmt: skip
+                          "--time-budget", "60", "--det-share", "0.2", "--no-geometry",
+                          "--no-whole-image-region"])  # fmt: skip
     assert (own.train_images, own.det_mosaic, own.time_budget) == (10, 3, 60.0)
     assert own.det_seconds == pytest.approx(12.0)
+    assert not own.geometry and not own.whole_image_region
     assert own.dev_images == cpu.dev_images  # untouched values keep the preset's
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--device", "cpu", "--ablations-only"])  # needs --reuse

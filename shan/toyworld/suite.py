@@ -233,15 +233,16 @@ def run_suite(
     distractors: ToySplit | None = None,
     device: Any = "cpu",
     max_images: int | None = None,
+    group: int = 16,
 ) -> dict[str, Any]:
     """Both kinds of minimal pairs: ``{"negatives": rows, "groups": rows, "distractors": rows |
     None, "targets": {group: bool}}`` (see :func:`caption_negative_rows` / :func:`distractor_rows`).
     """
-    negs = caption_negative_rows(model, text, split, device, max_images=max_images)
+    negs = caption_negative_rows(model, text, split, device, group, max_images)
     groups = group_rows(negs)
     dis = None
     if distractors is not None:
-        dis = distractor_rows(model, text, split, distractors, device, max_images=max_images)
+        dis = distractor_rows(model, text, split, distractors, device, group, max_images)
     return {
         "negatives": negs,
         "groups": groups,
