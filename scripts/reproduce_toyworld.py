@@ -64,7 +64,11 @@ from shan.detect.toy import ToyDetector, ToyDetectorConfig  # noqa: E402
 from shan.extract import extract_images  # noqa: E402
 from shan.files import write_text  # noqa: E402
 from shan.toyworld.detector_train import train_detector  # noqa: E402
-from shan.toyworld.metrics import encode_images, load_toy_split  # noqa: E402
+from shan.toyworld.metrics import (  # noqa: E402
+    drop_whole_image_region,
+    encode_images,
+    load_toy_split,
+)
 from shan.toyworld.suite import (  # noqa: E402
     DISTRACTOR_SPLIT_SUFFIX,
     TARGET_ACCURACY,
@@ -120,7 +124,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pooling_images": 200,
         "time_budget": 6900.0,
         "det_share": 0.5,
-        "eval_reserve": 600.0,
+        "eval_reserve": 420.0,
         "val_images": 500,
     },
     "quick": {
@@ -452,6 +456,7 @@ def shan_configs(
     geometry: bool = True,
     hard_negatives: str = "typed",
     seed: int | None = None,
+    data_root: Path | None = None,
 ) -> tuple[ModelConfig, DataConfig, TrainConfig, list[str]]:
     model_kw, train_kw, notes = switch_fields(geometry, hard_negatives)
     mcfg = ModelConfig(
@@ -464,9 +469,8 @@ def shan_configs(
         use_g2g=steps[2],
         **model_kw,
     )
-    dcfg = DataConfig(
-        root=str(Path(args.out) / "precomp"), name=DATA_NAME, max_val_images=args.val_images
-    )
+    root = data_root or Path(args.out) / "precomp"
+    dcfg = DataConfig(root=str(root), name=DATA_NAME, max_val_images=args.val_images)
     tcfg = TrainConfig(
         epochs=epochs,
         lr=args.shan_lr,
@@ -693,6 +697,9 @@ ABLATION_MODELS: dict[str, dict[str, Any]] = {
 }
 FOUR_MODELS = ("paper", "+ geometry", "+ hard negatives", "both (full)")
 SINGLE_STEP = ("L2L only", "G2L only", "G2G only")
+#: the full model on the same features without the whole-image region (when the detector has one)
+NO_WHOLE = "both, no whole-image region"
+SCENE_TYPES = ("background", "count")  # the rows scene-level facts should move
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -706,6 +713,15 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     }
 
 
+def _has_whole_image_region(precomp: Path) -> bool:
+    """Whether every test image of ``precomp`` ends with a whole-image region."""
+    from shan.data.precomp import read_regions
+    from shan.detect.toy import WHOLE_IMAGE_LABEL
+
+    regions = read_regions(precomp, "test") if precomp.is_dir() else None
+    return bool(regions) and all(r["labels"][-1:] == [WHOLE_IMAGE_LABEL] for r in regions)
+
+
 def run_ablations(
     args: argparse.Namespace, img_dim: int, test: Any, distractors: Any, out: Path
 ) -> dict[str, Any]:
@@ -716,20 +732,39 @@ def run_ablations(
 
     runs: dict[str, list[dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
-    for name, variant in ABLATION_MODELS.items():
+    models: dict[str, tuple[dict, Path | None]] = {n: (v, None) for n, v in ABLATION_MODELS.items()}
+    src = Path(args.out) / "precomp" / f"{DATA_NAME}_precomp"
+    if _has_whole_image_region(src):
+        # The same features minus the whole-image region: does it help scene-level rows?
+        root = Path(args.out) / "precomp_no_whole"
+        for split in (*SPLITS, "test" + DISTRACTOR_SPLIT_SUFFIX):
+            if (src / f"{split}_ims.npy").is_file():
+                drop_whole_image_region(src, root / f"{DATA_NAME}_precomp", split)
+        models[NO_WHOLE] = (ABLATION_MODELS["both (full)"], root)
+    for name, (variant, root) in models.items():
         _, _, notes = switch_fields(variant["geometry"], variant["hard_negatives"])
         if notes:
             skipped[name] = "; ".join(notes)
             print(f"ablation {name}: skipped ({skipped[name]})")
             continue
+        t_split, d_split = test, distractors
+        if root is not None:
+            pre = root / f"{DATA_NAME}_precomp"
+            t_split = load_toy_split(pre, "test", {"images": test.records})
+            if distractors is not None:
+                d_split = load_toy_split(pre, "test" + DISTRACTOR_SPLIT_SUFFIX)
         for s in range(args.ablation_seeds):
-            run_dir = out / "ablations" / f"{name.replace(' ', '_').replace('+', 'plus')}_{s}"
-            best, _, _ = train_shan(args, img_dim, run_dir, args.ablation_epochs, seed=s, **variant)
+            slug = name.replace(" ", "_").replace("+", "plus").replace(",", "")
+            run_dir = out / "ablations" / f"{slug}_{s}"
+            best, _, _ = train_shan(
+                args, img_dim, run_dir, args.ablation_epochs, seed=s, data_root=root, **variant
+            )
             loaded = load_checkpoint(best, device=args.device)
             m, t = loaded.model, loaded.text
-            r = metrics_from_sims(step_sims(m, t, test, args.device)["total"])
-            groups = group_rows(caption_negative_rows(m, t, test, args.device))
-            dis = distractor_rows(m, t, test, distractors, args.device) if distractors else {}
+            r = metrics_from_sims(step_sims(m, t, t_split, args.device)["total"])
+            negs = caption_negative_rows(m, t, t_split, args.device)
+            groups = group_rows(negs)
+            dis = distractor_rows(m, t, t_split, d_split, args.device) if d_split else {}
             runs.setdefault(name, []).append(
                 {
                     "seed": s,
@@ -737,6 +772,7 @@ def run_ablations(
                     "i2t_r1": float(r["i2t_r1"]),
                     "t2i_r1": float(r["t2i_r1"]),
                     "groups": {g: row["total"] for g, row in groups.items()},
+                    "types": {g: row["total"] for g, row in negs.items()},
                     "distractors": {g: row["total"] for g, row in dis.items()},
                 }
             )
@@ -745,7 +781,7 @@ def run_ablations(
     for name, rs in runs.items():
         keys = ("rsum", "i2t_r1", "t2i_r1")
         summary[name] = {k: _mean_std([x[k] for x in rs]) for k in keys}
-        for part in ("groups", "distractors"):
+        for part in ("groups", "types", "distractors"):
             names = sorted({g for x in rs for g in x[part]})
             summary[name][part] = {g: _mean_std([x[part].get(g) for x in rs]) for g in names}
     result: dict[str, Any] = {
@@ -943,6 +979,19 @@ def write_model_card(metrics: dict, path: Path) -> None:
             lines.append(
                 f"| {name} | {_ms(x['rsum'])} | {_ms(x['i2t_r1'])} | {_ms(x['t2i_r1'])} | {cells} |"
             )
+        if NO_WHOLE in sm and "both (full)" in sm:
+            lines += [
+                "",
+                "Whole-image region (scene-level facts): the full model on the same features "
+                "without it:",
+                "",
+                "| model | rSum | " + " | ".join(f"{t} negatives" for t in SCENE_TYPES) + " |",
+                "|---|---|" + "---|" * len(SCENE_TYPES),
+            ]
+            for name in ("both (full)", NO_WHOLE):
+                x = sm[name]
+                cells = " | ".join(_ms(x["types"].get(t, {}), 100) for t in SCENE_TYPES)
+                lines.append(f"| {name} | {_ms(x['rsum'])} | {cells} |")
         for name, why in ab.get("skipped", {}).items():
             lines.append(f"- {name}: not trained ({why}).")
         for name, gap in ab.get("single_step", {}).get("full_gap_in_std", {}).items():

@@ -567,11 +567,30 @@ def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
     assert (out / "detector" / "detector.safetensors").read_bytes() == det_before
     assert (out / "data" / "train" / "images" / "train_000000.png").stat().st_mtime_ns == img_before
 
+    # Without the whole-image region: the same object regions, one region fewer per image.
+    from shan.data.precomp import load_split_dir, read_negatives, read_regions
+    from shan.detect.toy import WHOLE_IMAGE_LABEL
+    from shan.toyworld.metrics import ToyEvalError, drop_whole_image_region
+
+    pre = out / "precomp" / "toyworld_precomp"
+    drop_whole_image_region(pre, tmp_path / "nowhole", "test")
+    a, b = load_split_dir(pre, "test"), load_split_dir(tmp_path / "nowhole", "test")
+    assert (b.nregions == a.nregions - 1).all() and b.captions == a.captions
+    for i, n in enumerate(b.nregions):
+        assert np.array_equal(np.asarray(b.feats[i, :n]), np.asarray(a.feats[i, :n]))
+        assert not np.asarray(b.feats[i, n:]).any()
+    assert all(
+        WHOLE_IMAGE_LABEL not in r["labels"] for r in read_regions(tmp_path / "nowhole", "test")
+    )
+    assert read_negatives(tmp_path / "nowhole", "test") == read_negatives(pre, "test")
+    with pytest.raises(ToyEvalError, match="whole-image region"):
+        drop_whole_image_region(tmp_path / "nowhole", tmp_path / "twice", "test")
+
     # The ablation grid on the same features: every model trained per seed, or said why not.
     assert mod.main([*QUICK, "--out", str(out), "--reuse", "--ablations-only",
                      "--ablation-seeds", "2"]) == 0  # fmt: skip
     ab = json.loads((ck / "metrics.json").read_text())["ablations"]
-    assert set(ab["summary"]) | set(ab["skipped"]) == set(mod.ABLATION_MODELS)
+    assert set(ab["summary"]) | set(ab["skipped"]) == {*mod.ABLATION_MODELS, mod.NO_WHOLE}
     assert ab["summary"]["paper"]["rsum"]["n"] == 2 and len(ab["runs"]["paper"]) == 2
     assert ab["recipe"]["seeds"] == 2
     card = (ck / "README.md").read_text()

@@ -124,6 +124,44 @@ def encode_images(model: torch.nn.Module, split: ToySplit, rows: Any, device: An
     return model.encode_images(f, m) if b is None else model.encode_images(f, m, b)
 
 
+def drop_whole_image_region(src: str | Path, dst: str | Path, split: str) -> Path:
+    """Copy an extracted split without its whole-image regions (ablation of that switch).
+
+    A detector with ``whole_image_region`` puts that region last in every image, after the object
+    regions, which it does not change; so the split a detector without the switch would give is
+    this one with one region fewer per image. Written through
+    :func:`shan.data.precomp.write_precomp` (typed negatives copied along). Raises
+    :class:`ToyEvalError` if an image's last region is not a whole-image region.
+    """
+    from shan.data.precomp import read_negatives, write_negatives, write_precomp
+
+    a = load_split_dir(src, split, require_captions=False)
+    regions = read_regions(src, split)
+    if regions is None or any(r["labels"][-1:] != [WHOLE_IMAGE_LABEL] for r in regions):
+        raise ToyEvalError(f"{src}/{split}: not every image ends with a whole-image region")
+    if int(a.nregions.min()) < 2:
+        raise ToyEvalError(f"{src}/{split}: an image has no region besides the whole image")
+    nreg = a.nregions - 1
+    feats = np.array(a.feats)
+    feats[np.arange(len(nreg)), nreg] = 0.0  # the dropped region becomes padding
+    trimmed = [{k: v[:-1] if isinstance(v, list) else v for k, v in r.items()} for r in regions]
+    write_precomp(
+        dst,
+        split,
+        feats,
+        a.captions or None,
+        boxes=a.boxes,
+        nregions=nreg,
+        ids=a.ids,
+        sizes=a.sizes,
+        regions=trimmed,
+    )
+    negs = read_negatives(src, split)
+    if negs is not None:
+        write_negatives(dst, split, negs)
+    return Path(dst)
+
+
 # ----------------------------------------------------------------------------------------------
 # Detector
 # ----------------------------------------------------------------------------------------------
@@ -478,6 +516,7 @@ __all__ = [
     "detection_by_background",
     "detection_metrics",
     "detection_metrics_from_split",
+    "drop_whole_image_region",
     "encode_images",
     "grounding_accuracy",
     "image_captions",
