@@ -228,3 +228,21 @@ def test_jitter_keeps_boxes_and_labels_and_tone_weights_pick_dark_scenes(toy_spl
         train_detector(toy_split, None, epochs=1, batch_size=1, device="cpu", num_workers=0,
                        cfg=tiny_cfg(), max_steps=1, log=lambda s: None,
                        tone_weights={t: 0.0 for t in tw.BACKGROUND_TONES})  # fmt: skip
+
+
+def test_mosaic_tiles_are_normalised_like_single_images_for_per_image_norm(toy_split):
+    from torch.nn import InstanceNorm2d
+
+    plain = ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), hflip=False)
+    tiled = ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), hflip=False,
+                                mosaic=2, normalise_tiles=True)  # fmt: skip
+    img, _ = tiled[0]
+    norm = InstanceNorm2d(3)
+    whole = norm(img.float().unsqueeze(0))[0]  # what the detector does to the mosaic
+    singles = {i: norm(plain[i][0].float().unsqueeze(0))[0] for i in range(4)}
+    for r in range(2):
+        for c in range(2):
+            tile = whole[:, r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64]
+            # each tile, normalised as part of the mosaic, matches one scene normalised alone
+            gaps = [float((tile - one).abs().mean()) for one in singles.values()]
+            assert min(gaps) < 0.1, gaps

@@ -39,6 +39,9 @@ class ToyDetectionDataset(torch.utils.data.Dataset):
     (G,) int64 colour id. ``hflip`` mirrors images at random (shapes are left-right symmetric).
 
     ``brightness`` / ``contrast``: random jitter of the whole picture (see the module docstring).
+    ``normalise_tiles``: each scene is brought to one channel mean and spread before tiling, so a
+    detector with ``per_image_norm`` (which normalises the whole mosaic) sees every tile as it
+    sees a single image at inference.
 
     ``mosaic = m > 1`` tiles ``m × m`` random scenes into one ``(3, m·S, m·S)`` training image
     (``len`` shrinks by ``m²``). torchvision's detector pays a fixed Python/launch cost per image
@@ -55,6 +58,7 @@ class ToyDetectionDataset(torch.utils.data.Dataset):
         mosaic: int = 1,
         brightness: float = 0.0,
         contrast: float = 0.0,
+        normalise_tiles: bool = False,
     ) -> None:
         if mosaic < 1:
             raise DetectorError(f"mosaic must be >= 1, got {mosaic}")
@@ -64,6 +68,7 @@ class ToyDetectionDataset(torch.utils.data.Dataset):
         self.col = {c: i for i, c in enumerate(colours)}
         self.hflip = hflip
         self.mosaic = mosaic
+        self.normalise_tiles = normalise_tiles
         if not (0.0 <= brightness < 1.0 and 0.0 <= contrast < 1.0):
             raise DetectorError(
                 f"brightness/contrast jitter must lie in [0, 1), got {brightness}/{contrast}"
@@ -89,6 +94,8 @@ class ToyDetectionDataset(torch.utils.data.Dataset):
     def _one(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rec = self.ann["images"][i]
         img = self._jitter(pil_to_tensor(Image.open(self.root / rec["file"]).convert("RGB")))
+        if self.normalise_tiles:
+            img = _normalise_tile(img)
         boxes = torch.tensor([o["box"] for o in rec["objects"]], dtype=torch.float32).reshape(-1, 4)
         if self.hflip and torch.rand(()) < 0.5:
             img = img.flip(-1)
@@ -126,6 +133,15 @@ class ToyDetectionDataset(torch.utils.data.Dataset):
             parts["labels"].append(tgt["labels"])
             parts["attributes"].append(tgt["attributes"])
         return canvas, {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _normalise_tile(img: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` uint8 → the same picture with per-channel mean 128 and std 32 (uint8; ±4 std
+    fit, so little is clipped)."""
+    x = img.float()
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    std = x.std(dim=(1, 2), keepdim=True).clamp_min(1.0)
+    return ((x - mean) / std * 32.0 + 128.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _set_training_scale(model: FasterRCNN, cfg: ToyDetectorConfig, mosaic: int) -> None:
@@ -192,6 +208,7 @@ def train_detector(
         mosaic=mosaic,
         brightness=brightness,
         contrast=contrast,
+        normalise_tiles=cfg.per_image_norm and mosaic > 1,
     )
     if len(ds) == 0:
         raise DetectorError(f"too few training images in {train_dir} (mosaic {mosaic})")
