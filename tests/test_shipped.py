@@ -48,14 +48,22 @@ def test_examples_rank_their_true_captions_first(shipped):
     assert len(examples) >= 3
     images = [Image.open(EXAMPLES.parent / ex["image"]).convert("RGB") for ex in examples]
     regs = det.extract(images)
-    feats, mask = stack_regions(regs)
+    model, text = loaded.model, loaded.text
+    boxes = None
+    if getattr(model.cfg, "use_geometry", False):  # region geometry: boxes go in too
+        feats, mask, boxes = stack_regions(regs, with_boxes=True)
+    else:
+        feats, mask = stack_regions(regs)
     owner = [i for i, ex in enumerate(examples) for _ in ex["captions"]]
     pool = [c for ex in examples for c in ex["captions"]]
     owner += [-1] * len(examples)
     pool += [ex["hard_negative"] for ex in examples]
-    model, text = loaded.model, loaded.text
     with torch.no_grad():
-        img = model.encode_images(feats, mask)
+        img = (
+            model.encode_images(feats, mask)
+            if boxes is None
+            else model.encode_images(feats, mask, boxes)
+        )
         batch = text.encode_batch(pool, model.cfg.max_words)
         txt = model.encode_captions(batch.tokens, batch.lengths)
         scores = model.score(img, txt).total
