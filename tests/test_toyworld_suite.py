@@ -66,9 +66,9 @@ class _TruthModel:
     """total and l2l: 1 for a true (image, caption) pair, 0 otherwise (the oracle); g2l: always 0
     (every pair ties); g2g: 1 - truth (always wrong)."""
 
-    def __init__(self, text: _Text, records: list[dict]) -> None:
+    def __init__(self, text: _Text, records: list[dict], use_g2g: bool = True) -> None:
         self.text, self.records = text, records
-        self.cfg = type("C", (), {"max_words": 64})()
+        self.cfg = type("C", (), {"max_words": 64, "use_g2g": use_g2g})()
         self.d_of = {j: (i, k) for j, (i, k, _) in enumerate(distractor_ids(records))}
 
     def eval(self):
@@ -142,3 +142,12 @@ def test_group_rows_weight_by_pairs_and_tables_show_percent():
     table = rows_table(g, "category")
     assert "| relations | 40 | 75.0 | 75.0 | 75.0 | 75.0 |" in table
     assert "| counts | 0 | – | – | – | – |" in table
+
+
+def test_a_step_the_model_does_not_use_is_nan_not_a_failure(records):
+    text = _Text()
+    split = _split([r["id"] for r in records], list(range(len(records))), records)
+    rows = run_suite(_TruthModel(text, records, use_g2g=False), text, split)["negatives"]
+    for row in rows.values():
+        if row["n"]:
+            assert row["total"] == 1.0 and row["g2l"] == 0.0 and np.isnan(row["g2g"])

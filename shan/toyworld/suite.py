@@ -86,11 +86,14 @@ def _encode_texts(model: torch.nn.Module, text: Any, texts: Sequence[str], devic
 
 
 class _Tally:
-    """Wins per row and step (strictly greater = won)."""
+    """Wins per row and step (strictly greater = won); a step the model does not use is NaN."""
 
-    def __init__(self, rows: Sequence[str]) -> None:
+    def __init__(self, rows: Sequence[str], model: Any) -> None:
+        from shan.calibration import model_enabled_steps
+
         self.wins = {r: dict.fromkeys(STEPS, 0) for r in rows}
         self.n = dict.fromkeys(rows, 0)
+        self.enabled = model_enabled_steps(model)
 
     def add(self, row: str, pos: dict[str, float], neg: dict[str, float]) -> None:
         self.n[row] += 1
@@ -101,7 +104,10 @@ class _Tally:
         n = sum(self.n[r] for r in rows)
         return {
             "n": n,
-            **{s: (sum(self.wins[r][s] for r in rows) / n if n else math.nan) for s in STEPS},
+            **{
+                s: (sum(self.wins[r][s] for r in rows) / n if n and self.enabled[s] else math.nan)
+                for s in STEPS
+            },
         }
 
     def table(self) -> dict[str, dict[str, Any]]:
@@ -121,13 +127,14 @@ def caption_negative_rows(
     group: int = 16,
     max_images: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One row per negative type: ``{type: {"n", "total", "l2l", "g2l", "g2g"}}`` (accuracies).
+    """One row per negative type: ``{type: {"n", "total", "l2l", "g2l", "g2g"}}`` (accuracies; NaN
+    for a step the model does not use).
 
     Each image's true captions and their typed negatives (annotation ``negatives[c]``) are scored
     against the image; ``group`` images are scored together in one ``model.score`` call.
     """
     model.eval()
-    tally = _Tally(NEGATIVE_TYPES)
+    tally = _Tally(NEGATIVE_TYPES, model)
     n_rows = len(split.records) if max_images is None else min(max_images, len(split.records))
     for g0 in range(0, n_rows, group):
         rows = list(range(g0, min(n_rows, g0 + group)))
@@ -176,7 +183,7 @@ def distractor_rows(
     """One row per distractor kind: does the true image beat its distractor on the captions the
     distractor falsifies? ``distractors``: the extracted distractor images (ids ``<id>#<k>``)."""
     model.eval()
-    tally = _Tally(DISTRACTOR_TYPES)
+    tally = _Tally(DISTRACTOR_TYPES, model)
     row_of = {d: j for j, d in enumerate(distractors.arrays.ids or [])}
     n_rows = len(split.records) if max_images is None else min(max_images, len(split.records))
     for g0 in range(0, n_rows, group):
