@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import random
@@ -64,15 +63,22 @@ from shan.detect.toy import ToyDetector, ToyDetectorConfig  # noqa: E402
 from shan.extract import extract_images  # noqa: E402
 from shan.files import write_text  # noqa: E402
 from shan.toyworld.detector_train import train_detector  # noqa: E402
+from shan.toyworld.examples import choose_examples  # noqa: E402
 from shan.toyworld.metrics import (  # noqa: E402
     drop_whole_image_region,
-    encode_images,
     load_toy_split,
+)
+from shan.toyworld.report import (  # noqa: E402
+    ABLATION_MODELS,
+    NO_WHOLE,
+    capabilities,
+    retrieval_cells,
+    summarise_ablations,
+    targets,
+    write_model_card,
 )
 from shan.toyworld.suite import (  # noqa: E402
     DISTRACTOR_SPLIT_SUFFIX,
-    TARGET_ACCURACY,
-    TARGET_GROUPS,
     caption_negative_rows,
     distractor_ids,
     distractor_rows,
@@ -83,7 +89,6 @@ from shan.toyworld.suite import (  # noqa: E402
 
 DATA_NAME = "toyworld"
 SPLITS = ("train", "dev", "test")
-STEP_NAMES = {"l2l": "L2L", "g2l": "G2L", "g2g": "G2G"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # One GPU (not measured with this world yet): more images, detector on 2 x 2 mosaics (the
@@ -542,179 +547,6 @@ def train_shan(
 # ----------------------------------------------------------------------------------------------
 
 
-def targets(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every target of the shipped model with its measured value and whether it is met."""
-    rows: list[dict[str, Any]] = []
-
-    def add(name: str, skill: str, target: float, value: float | None, unit: str = "") -> None:
-        ok = value is not None and np.isfinite(value) and value >= target
-        rows.append(
-            {
-                "name": name,
-                "skill": skill,
-                "target": target,
-                "measured": value,
-                "unit": unit,
-                "met": bool(ok),
-            }
-        )
-
-    det = metrics["evaluation"].get("detector", {})
-    for grouping, groups in det.get("by_background", {}).items():
-        for g, m in groups.items():
-            add(
-                f"detector mAP@0.5, {grouping} {g}",
-                f"finding shapes on {g} backgrounds",
-                0.9,
-                m["map50"],
-            )
-    r = metrics["evaluation"]["retrieval"]["total"]
-    add("R@1 image→text", "finding an image's captions", 85.0, r["i2t_r1"], "%")
-    add("R@1 text→image", "finding a caption's image", 75.0, r["t2i_r1"], "%")
-    for g, row in metrics["evaluation"]["suite"]["groups"].items():
-        if row["n"]:
-            add(f"compositional: {g} (total score)", g, TARGET_ACCURACY, row["total"])
-    pool = metrics["evaluation"]["pooling"]
-    add("pooling weight, content / function words", "reading content words", 2.0, pool["ratio"])
-    ab = metrics.get("ablations", {}).get("single_step")
-    if ab:
-        for name, gap in ab.get("full_gap_in_std", {}).items():
-            add(
-                f"full model beats {name} by > 2 std (rSum)", f"using steps beyond {name}", 2.0, gap
-            )
-    return rows
-
-
-def capabilities(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The card's machine-readable facts: ``{"knows": [...], "does_not_know": [...]}``, each fact
-    ``{"skill", "measure", "value", "target"}`` (stored in the checkpoint's ``extra``)."""
-    out: dict[str, list[dict[str, Any]]] = {"knows": [], "does_not_know": []}
-    for r in rows:
-        fact = {
-            "skill": r["skill"],
-            "measure": r["name"],
-            "value": r["measured"],
-            "target": r["target"],
-        }
-        out["knows" if r["met"] else "does_not_know"].append(fact)
-    return out
-
-
-def choose_examples(
-    loaded: Any, test: Any, distractors: Any, n: int, device: str
-) -> tuple[list[dict], dict]:
-    """Test images with a relation-swap negative and a mirror distractor that falsifies a caption.
-
-    Each example: the image, its 5 captions, its typed negatives (one per type where there is one,
-    the relation swap among them), and the mirrored scene. An example is preferred when the model
-    gets all three right: one of its own captions ranks first among all candidates' captions and
-    negatives, the true caption beats the relation swap, the image beats its mirror on the
-    falsified caption; failures are shipped only if fewer than 3 pass (marked, never hidden).
-    """
-    from shan.toyworld.negatives import RELATION_SWAP
-
-    d_row = {d: j for j, d in enumerate(distractors.arrays.ids or [])}
-    cands = []
-    for i, rec in enumerate(test.records):
-        negs = rec.get("negatives") or []
-        rel = [(c, x) for c, per in enumerate(negs) for x in per if x["type"] == RELATION_SWAP]
-        mir = [
-            (k, d)
-            for k, d in enumerate(rec.get("distractors") or [])
-            if d["type"] == "mirror" and d.get("false_captions") and d.get("file")
-        ]
-        if rel and mir and f"{rec['id']}#{mir[0][0]}" in d_row:
-            cands.append((i, rel[0], mir[0]))
-        if len(cands) >= 3 * n:
-            break
-    if not cands:
-        return [], {"candidates": 0, "kept": 0, "all_right": 0}
-    model = loaded.model
-    pool = [
-        (ci, c["text"]) for ci, (i, _, _) in enumerate(cands) for c in test.records[i]["captions"]
-    ]
-    pool += [(-1, neg["text"]) for _, (_, neg), _ in cands]
-    with torch.no_grad():
-        batch = loaded.text.encode_batch([t for _, t in pool], model.cfg.max_words)
-        txt = model.encode_captions(batch.tokens.to(device), batch.lengths.to(device))
-        rows = [i for i, _, _ in cands]
-        s_true = model.score(encode_images(model, test, rows, device), txt).total.float().cpu()
-        mrows = [d_row[f"{test.records[i]['id']}#{k}"] for i, _, (k, _) in cands]
-        s_mir = model.score(encode_images(model, distractors, mrows, device), txt).total.cpu()
-    kept, failed = [], []
-    n_true = len(pool) - len(cands)
-    for ci, (i, (c, neg), (_, mir)) in enumerate(cands):
-        rec = test.records[i]
-        own = [j for j, (o, _) in enumerate(pool) if o == ci]
-        cap_col = own[c]
-        fc = own[int(mir["false_captions"][0])]
-        checks = {
-            "top_caption_is_own": pool[int(s_true[ci].argmax())][0] == ci,
-            "true_beats_relation_swap": bool(s_true[ci, cap_col] > s_true[ci, n_true + ci]),
-            "image_beats_mirror": bool(s_true[ci, fc] > s_mir[ci, fc]),
-        }
-        per_type = {}
-        for per in rec.get("negatives") or []:
-            for x in per:
-                per_type.setdefault(x["type"], x["text"])
-        ex = {
-            "image": "",
-            "source": rec["id"],
-            "captions": [x["text"] for x in rec["captions"]],
-            "hard_negative": neg["text"],
-            "hard_negative_source": c,
-            "hard_negative_type": RELATION_SWAP,
-            "negatives": [{"type": t, "text": x} for t, x in per_type.items()],
-            "distractor": {
-                "type": "mirror",
-                "image": "",
-                "false_captions": [int(x) for x in mir["false_captions"]],
-            },
-            **checks,
-            "objects": [
-                {k2: o[k2] for k2 in ("shape", "colour", "size", "pattern", "box")}
-                for o in rec["objects"]
-            ],
-            "background": {k2: rec["background"][k2] for k2 in ("tone", "hue", "texture")},
-            "_file": rec["file"],
-            "_mirror_file": mir["file"],
-        }
-        (kept if all(checks.values()) else failed).append(ex)
-    n_ok = len(kept)
-    kept = (kept + failed)[: max(n, 0)] if n_ok < 3 else kept[:n]
-    for j, ex in enumerate(kept):
-        ex["image"] = f"toy_{j + 1:02d}.png"
-        ex["distractor"]["image"] = f"toy_{j + 1:02d}_mirror.png"
-    return kept, {"candidates": len(cands), "kept": len(kept), "all_right": n_ok}
-
-
-ABLATION_MODELS: dict[str, dict[str, Any]] = {
-    "paper": {"geometry": False, "hard_negatives": "none"},
-    "+ geometry": {"geometry": True, "hard_negatives": "none"},
-    "+ hard negatives": {"geometry": False, "hard_negatives": "typed"},
-    "both (full)": {"geometry": True, "hard_negatives": "typed"},
-    "L2L only": {"geometry": True, "hard_negatives": "typed", "steps": (True, False, False)},
-    "G2L only": {"geometry": True, "hard_negatives": "typed", "steps": (False, True, False)},
-    "G2G only": {"geometry": True, "hard_negatives": "typed", "steps": (False, False, True)},
-}
-FOUR_MODELS = ("paper", "+ geometry", "+ hard negatives", "both (full)")
-SINGLE_STEP = ("L2L only", "G2L only", "G2G only")
-#: the full model on the same features without the whole-image region (when the detector has one)
-NO_WHOLE = "both, no whole-image region"
-SCENE_TYPES = ("background", "count")  # the rows scene-level facts should move
-
-
-def _mean_std(values: list[float]) -> dict[str, float]:
-    a = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if not len(a):
-        return {"mean": math.nan, "std": math.nan, "n": 0}
-    return {
-        "mean": float(a.mean()),
-        "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
-        "n": int(len(a)),
-    }
-
-
 def _has_whole_image_region(precomp: Path) -> bool:
     """Whether every test image of ``precomp`` ends with a whole-image region."""
     from shan.data.precomp import read_regions
@@ -779,258 +611,24 @@ def run_ablations(
                 }
             )
             print(f"ablation {name} seed {s}: rSum {r['rsum']:.1f}")
-    summary: dict[str, Any] = {}
-    for name, rs in runs.items():
-        keys = ("rsum", "i2t_r1", "t2i_r1")
-        summary[name] = {k: _mean_std([x[k] for x in rs]) for k in keys}
-        for part in ("groups", "types", "distractors"):
-            names = sorted({g for x in rs for g in x[part]})
-            summary[name][part] = {g: _mean_std([x[part].get(g) for x in rs]) for g in names}
-    result: dict[str, Any] = {
-        "recipe": {
-            "epochs": args.ablation_epochs,
-            "seeds": args.ablation_seeds,
-            "train_images": args.train_images,
-            "batch": args.shan_batch,
-            "lr": args.shan_lr,
-            "features": "the shipped detector's, reused",
-        },
-        "runs": runs,
-        "summary": summary,
-        "skipped": skipped,
+    recipe = {
+        "epochs": args.ablation_epochs,
+        "seeds": args.ablation_seeds,
+        "train_images": args.train_images,
+        "batch": args.shan_batch,
+        "lr": args.shan_lr,
+        "features": "the shipped detector's, reused",
     }
-    full = summary.get("both (full)")
-    if full:
-        gaps = {}
-        for name in SINGLE_STEP:
-            if name in summary:
-                a, b = full["rsum"], summary[name]["rsum"]
-                std = max(a["std"], b["std"], 1e-6)
-                gaps[name] = (a["mean"] - b["mean"]) / std
-        result["single_step"] = {"full_gap_in_std": gaps}
-    return result
-
-
-# ----------------------------------------------------------------------------------------------
-# The model card
-# ----------------------------------------------------------------------------------------------
-
-
-def _fmt(m: dict[str, float]) -> str:
-    keys = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
-    return " | ".join(f"{m.get(k, float('nan')):.1f}" for k in keys)
-
-
-def _pct(x: Any) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
-
-
-def _ms(d: dict[str, float], scale: float = 1.0, digits: int = 1) -> str:
-    if not d or not d.get("n"):
-        return "–"
-    return f"{scale * d['mean']:.{digits}f} ± {scale * d['std']:.{digits}f}"
-
-
-def _size_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
-
-
-def write_model_card(metrics: dict, path: Path) -> None:
-    """``checkpoints/README.md`` from ``metrics.json`` (every number here is measured)."""
-    from shan.toyworld.suite import rows_table
-
-    ev = metrics["evaluation"]
-    s = metrics["settings"]
-    det = ev.get("detector", {})
-    dt = s.get("detector_training", {})
-    sw = metrics.get("switches", {})
-    lines = [
-        "# Toy-world SHAN + toy Faster R-CNN — model card",
-        "",
-        "Shipped offline models for the demo (`python app.py`), produced by "
-        "`scripts/reproduce_toyworld.py` in one run; every number below is copied from "
-        "`checkpoints/metrics.json` by that script. Machine-readable facts for the app: "
-        "`checkpoints/shan/config.json` → `extra.capabilities` (`knows` / `does_not_know`: skill, "
-        "measure, value, target).",
-        "",
-        "## What they are",
-        f"- `detector/`: torchvision Faster R-CNN trained **from scratch** on {s['train_images']} "
-        f"toy-world-2 images ({s['image_size']} px) with a shape classifier ({len(s['classes'])} "
-        f"shapes) and a colour head; {s['feature_dim']}-d region features, "
-        f"{s['min_regions']}–{s['max_regions']} object regions per image"
-        + (
-            " plus one whole-image region (so scene-level facts are visible)"
-            if s.get("whole_image_region")
-            else ""
-        )
-        + (", input normalised per image" if s.get("per_image_norm") else "")
-        + f". Training: {dt.get('steps', '?')} steps, {dt.get('scenes', '?')} scenes, "
-        f"brightness/contrast jitter {dt.get('brightness', 0)}/{dt.get('contrast', 0)}, "
-        f"tone weights {dt.get('tone_weights') or 'none'}.",
-        f"- `shan/`: SHAN (GRU text encoder, d = {s['embed_dim']}) trained for "
-        f"{s.get('shan_epochs_trained', '?')} epochs on the detector's regions of the training "
-        f"images; region geometry: **{'on' if sw.get('geometry') else 'off'}**, typed hard "
-        f"negatives: **{sw.get('hard_negatives') or 'off'}**.",
-        f"- Sizes: detector {metrics['sizes_mb']['detector']:.1f} MB, SHAN "
-        f"{metrics['sizes_mb']['shan']:.1f} MB (safetensors).",
-    ]
-    for n in metrics.get("notes", []):
-        lines.append(f"- **Note:** {n}")
-    lines += [
-        "",
-        "## Data",
-        f"Toy world 2 (`shan/toyworld/`, seed {s['seed']}; "
-        f"{s['train_images']}/{s['dev_images']}/{s['test_images']} train/dev/test images): 1–5 "
-        "objects (8 shapes × 8 colours × 2 sizes × 3 patterns, overlaps, same-kind objects) on "
-        "dark / mid / light, grey or coloured, plain / gradient / noise / striped / checked "
-        "backgrounds; captions about objects, relations, counts, positions, orderings and the "
-        "background, with varied syntax. Not natural images: the models know only this world.",
-        "",
-        "## Targets",
-        "| target | goal | measured | met |",
-        "|---|---|---|---|",
-    ]
-    for t in metrics["targets"]:
-        v = t["measured"]
-        shown = (
-            "–"
-            if v is None or not np.isfinite(v)
-            else (f"{v:.1f}" if t["unit"] == "%" else f"{v:.3f}")
-        )
-        goal = f"≥ {t['target']:g}{t['unit']}"
-        lines.append(f"| {t['name']} | {goal} | {shown} | {'yes' if t['met'] else '**no**'} |")
-    lines += [
-        "",
-        f"## Retrieval on test ({ev['n_images']} images × 5 captions)",
-        "| score | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rSum |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for k in ("total", "l2l", "g2l", "g2g"):
-        label = "SHAN (all steps)" if k == "total" else f"{STEP_NAMES[k]} alone (switch)"
-        lines.append(f"| {label} | {_fmt(ev['retrieval'][k])} |")
-    suite = ev["suite"]
-    lines += [
-        "",
-        "## Compositional suite (test split)",
-        "Caption negatives: for an image and a true caption, the caption changed in one "
-        "way (checked false by the world's truth evaluator); won when the true caption "
-        "scores strictly higher (ties fail). Columns: the total score and each step's own "
-        "score.",
-        "",
-    ]
-    lines += rows_table(suite["negatives"])
-    lines += ["", "Target categories:", ""] + rows_table(suite["groups"], "category")
-    if suite.get("distractors"):
-        lines += [
-            "",
-            "Distractor images (i2t minimal pairs): the scene changed in one way and "
-            "drawn again; won when the true image beats its changed copy on a caption the "
-            "change makes false.",
-            "",
-        ]
-        lines += rows_table(suite["distractors"], "distractor")
-    if det:
-        lines += [
-            "",
-            "## Detector (test)",
-            f"mAP@0.5 over shapes **{det['map50']:.3f}**, objects found (IoU ≥ 0.5) "
-            f"{det['recall50']:.3f}, colour accuracy {det['colour_acc']:.3f} "
-            f"({det['colour_n']} objects). By background:",
-            "",
-            "| background | images | objects | mAP@0.5 | found | colour |",
-            "|---|---|---|---|---|---|",
-        ]
-        for grouping, groups in det.get("by_background", {}).items():
-            for g, m in groups.items():
-                lines.append(
-                    f"| {grouping}: {g} | {m['n_images']} | {m['n_objects']} | "
-                    f"{m['map50']:.3f} | {m['recall50']:.3f} | {m['colour_acc']:.3f} |"
-                )
-    g = ev["grounding"]
-    pool = ev["pooling"]
-    lines += [
-        "",
-        "## Word grounding (step 1) and text pooling (step 2)",
-        f"- Grounding: for each shape noun and colour adjective ({g['n']} words), the region "
-        f"with the largest word→region weight overlaps the word's object (IoU ≥ 0.5): "
-        f"**{_pct(g['accuracy'])} %** (shapes {_pct(g['per_role'].get('shape'))} %, colours "
-        f"{_pct(g['per_role'].get('colour'))} %; words no other object shares "
-        f"{_pct(g.get('unambiguous'))} %).",
-        f"- Pooling: mean step-2 pooling weight (1 = an average word) of content words (colours, "
-        f"shapes, relations, numbers) {pool['content']:.2f} vs function words "
-        f"{pool['function']:.2f}: ratio **{pool['ratio']:.2f}** ({pool['n_captions']} captions).",
-    ]
-    ab = metrics.get("ablations")
-    if ab and ab.get("summary"):
-        rec = ab["recipe"]
-        sm = ab["summary"]
-        lines += [
-            "",
-            "## Ablations (mean ± std over seeds)",
-            f"Recipe: {rec['epochs']} epochs, {rec['seeds']} seeds, batch {rec['batch']}, "
-            f"lr {rec['lr']}, {rec['train_images']} training images, {rec['features']}.",
-            "",
-            "| model | rSum | i2t R@1 | t2i R@1 | " + " | ".join(TARGET_GROUPS) + " |",
-            "|---|---|---|---|" + "---|" * len(TARGET_GROUPS),
-        ]
-        for name in (*FOUR_MODELS, *SINGLE_STEP):
-            if name not in sm:
-                continue
-            x = sm[name]
-            cells = " | ".join(_ms(x["groups"].get(gname, {}), 100) for gname in TARGET_GROUPS)
-            lines.append(
-                f"| {name} | {_ms(x['rsum'])} | {_ms(x['i2t_r1'])} | {_ms(x['t2i_r1'])} | {cells} |"
-            )
-        if NO_WHOLE in sm and "both (full)" in sm:
-            lines += [
-                "",
-                "Whole-image region (scene-level facts): the full model on the same features "
-                "without it:",
-                "",
-                "| model | rSum | " + " | ".join(f"{t} negatives" for t in SCENE_TYPES) + " |",
-                "|---|---|" + "---|" * len(SCENE_TYPES),
-            ]
-            for name in ("both (full)", NO_WHOLE):
-                x = sm[name]
-                cells = " | ".join(_ms(x["types"].get(t, {}), 100) for t in SCENE_TYPES)
-                lines.append(f"| {name} | {_ms(x['rsum'])} | {cells} |")
-        for name, why in ab.get("skipped", {}).items():
-            lines.append(f"- {name}: not trained ({why}).")
-        for name, gap in ab.get("single_step", {}).get("full_gap_in_std", {}).items():
-            lines.append(
-                f"- full − {name}: {gap:.1f} std of rSum "
-                f"({'more' if gap > 2 else '**not** more'} than 2)."
-            )
-    caps = metrics.get("capabilities", {})
-    lines += ["", "## What the model knows / does not know (from the targets above)"]
-    for key, title in (("knows", "Knows"), ("does_not_know", "Does not know")):
-        skills = sorted({f["skill"] for f in caps.get(key, [])})
-        lines.append(f"- {title}: " + ("; ".join(skills) if skills else "–") + ".")
-    lines += [
-        "",
-        "## Reproduce",
-        "```",
-        metrics["command"],
-        "```",
-        "Stage timings (s): "
-        + ", ".join(f"{k} {v}" for k, v in metrics["timings_s"].items())
-        + f". Device: {metrics['device']}.",
-        "",
-        "## Limits",
-        "- Synthetic shapes only: on photographs the detector's regions and the scores mean "
-        "nothing.",
-        f"- Examples in `assets/`: test images with a relation-swap negative and a mirrored "
-        f"distractor; {metrics['examples'].get('all_right', 0)} of "
-        f"{metrics['examples'].get('candidates', 0)} candidates are handled right by the model "
-        "on all three checks (shipped first; failures only if fewer than 3 pass, marked).",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+    return summarise_ablations(runs, recipe, skipped)
 
 
 # ----------------------------------------------------------------------------------------------
 # Install
 # ----------------------------------------------------------------------------------------------
+
+
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
 def install(
@@ -1152,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         save_calibration(ev.pop("calibration"), best)
         print("\n".join(suite_tables(ev["suite"])))
-        print("test R@1/5/10 both ways, rSum:", _fmt(ev["retrieval"]["total"]))
+        print("test R@1/5/10 both ways, rSum:", retrieval_cells(ev["retrieval"]["total"]))
     model_kw, train_kw, _ = switch_fields(args.geometry, args.hard_negatives)
     metrics: dict[str, Any] = {
         "command": cmd,

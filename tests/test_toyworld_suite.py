@@ -151,3 +151,53 @@ def test_a_step_the_model_does_not_use_is_nan_not_a_failure(records):
     for row in rows.values():
         if row["n"]:
             assert row["total"] == 1.0 and row["g2l"] == 0.0 and np.isnan(row["g2g"])
+
+
+def _metrics(map_dark: float, relations: float, ratio: float) -> dict:
+    det = {"by_background": {"tone": {"dark": {"map50": map_dark}, "light": {"map50": 0.97}}}}
+    groups = {g: {"n": 10, "total": 0.95} for g in TARGET_GROUPS}
+    groups["relations"]["total"] = relations
+    retrieval = {"total": {"i2t_r1": 90.0, "t2i_r1": 70.0}}
+    ev = {"detector": det, "retrieval": retrieval, "suite": {"groups": groups}}
+    return {"evaluation": {**ev, "pooling": {"ratio": ratio}}}
+
+
+def test_targets_and_capabilities_follow_the_measurements():
+    from shan.toyworld.report import capabilities, targets
+
+    rows = {r["name"]: r for r in targets(_metrics(0.6, 0.95, 2.5))}
+    assert not rows["detector mAP@0.5, tone dark"]["met"]
+    assert rows["detector mAP@0.5, tone light"]["met"]
+    assert rows["R@1 image→text"]["met"] and not rows["R@1 text→image"]["met"]
+    assert rows["compositional: relations (total score)"]["met"]
+    assert rows["pooling weight, content / function words"]["met"]
+    caps = capabilities(list(rows.values()))
+    unknown = {f["measure"] for f in caps["does_not_know"]}
+    assert unknown == {"detector mAP@0.5, tone dark", "R@1 text→image"}
+    assert len(caps["knows"]) == len(rows) - 2
+    worse = {r["name"]: r for r in targets(_metrics(0.95, 0.5, float("nan")))}
+    assert not worse["compositional: relations (total score)"]["met"]
+    assert not worse["pooling weight, content / function words"]["met"]  # NaN is not a pass
+
+
+def test_ablation_summary_means_stds_and_the_full_models_lead_in_std():
+    from shan.toyworld.report import summarise_ablations, targets
+
+    def run(rsum):
+        return {"rsum": rsum, "i2t_r1": 1.0, "t2i_r1": 1.0, "groups": {"counts": 0.5},
+                "types": {}, "distractors": {}}  # fmt: skip
+
+    runs = {"both (full)": [run(500), run(502), run(504)],
+            "L2L only": [run(490), run(491), run(492)],
+            "G2G only": [run(499), run(500), run(501)]}  # fmt: skip
+    res = summarise_ablations(runs, {"epochs": 1}, {"G2L only": "not trained"})
+    full = res["summary"]["both (full)"]["rsum"]
+    assert full["mean"] == pytest.approx(502) and full["std"] == pytest.approx(2.0)
+    gaps = res["single_step"]["full_gap_in_std"]
+    assert gaps["L2L only"] == pytest.approx(5.5)  # (502 - 491) / max(2, 1)
+    assert gaps["G2G only"] == pytest.approx(1.0)
+    metrics = _metrics(0.95, 0.95, 2.5)
+    metrics["ablations"] = res
+    rows = {r["name"]: r for r in targets(metrics)}
+    assert rows["full model beats L2L only by > 2 std (rSum)"]["met"]
+    assert not rows["full model beats G2G only by > 2 std (rSum)"]["met"]
