@@ -60,6 +60,7 @@ from shan import toyworld  # noqa: E402
 from shan.config import DataConfig, ModelConfig, TrainConfig, to_dict  # noqa: E402
 from shan.data.precomp import write_negatives  # noqa: E402
 from shan.detect.toy import ToyDetector, ToyDetectorConfig  # noqa: E402
+from shan.errors import ShanError  # noqa: E402
 from shan.extract import extract_images  # noqa: E402
 from shan.files import write_text  # noqa: E402
 from shan.toyworld.detector_train import train_detector  # noqa: E402
@@ -163,6 +164,7 @@ DEFAULTS: dict[str, Any] = {
     "geometry": True,
     "hard_negatives": "typed",
     "ablation_seeds": 3,
+    "shan_set": [],
 }
 
 
@@ -252,6 +254,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--hard-negatives",
         default=None,
         help="TrainConfig.hard_negatives of the shipped model (typed, swap, none)",
+    )
+    p.add_argument(
+        "--shan-set",
+        action="append",
+        default=None,
+        metavar="SECTION.KEY=VALUE",
+        help="any SHAN config field for every SHAN trained here, as shan-train's --set "
+        "(e.g. train.negatives_per_caption=4); the ablation switches stay the variant's",
     )
     p.add_argument("--ablations", action="store_true", help="also train the ablation grid")
     p.add_argument(
@@ -487,6 +497,13 @@ def shan_configs(
         log_every=0,
         **train_kw,
     )
+    if args.shan_set:  # the caller's own settings, then the variant's switches again on top
+        from shan.train import apply_set_overrides
+
+        mcfg, dcfg, tcfg = apply_set_overrides((mcfg, dcfg, tcfg), list(args.shan_set))
+        step_kw = dict(zip(("use_l2l", "use_g2l", "use_g2g"), steps))
+        mcfg = dataclasses.replace(mcfg, **step_kw, **model_kw)
+        tcfg = dataclasses.replace(tcfg, **train_kw)
     return mcfg, dcfg, tcfg, notes
 
 
@@ -672,7 +689,20 @@ def install(
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except ShanError as e:  # bad settings or files: one line, nothing lost that was written
+        print(f"reproduce_toyworld: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The pipeline (:func:`main` turns the library's errors into one-line messages)."""
     args = parse_args(argv)
+    if args.shan_set:  # checked before hours of work, not after
+        from shan.train import apply_set_overrides
+
+        apply_set_overrides((ModelConfig(), DataConfig(), TrainConfig()), list(args.shan_set))
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)

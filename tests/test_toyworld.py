@@ -642,3 +642,19 @@ def test_reproduce_presets_follow_the_device_and_flags_override_them():
     assert own.dev_images == cpu.dev_images  # untouched values keep the preset's
     with pytest.raises(SystemExit):
         mod.parse_args(["--device", "cpu", "--ablations-only"])  # needs --reuse
+
+
+def test_reproduce_shan_settings_pass_through_but_keep_the_variants_switches(tmp_path, capsys):
+    mod = _reproduce_module()
+    args = mod.parse_args(["--quick", "--device", "cpu", "--out", str(tmp_path),
+                           "--shan-set", "train.lr=1e-4", "--shan-set", "model.use_l2l=false",
+                           "--shan-set", "margin=0.3"])  # fmt: skip
+    m, d, t, _ = mod.shan_configs(args, 32, tmp_path / "o", 2, steps=(True, False, True))
+    assert t.lr == 1e-4 and t.margin == 0.3 and d.name == "toyworld"
+    assert (m.use_l2l, m.use_g2l, m.use_g2g) == (True, False, True)  # the variant's, not the flag's
+    # a field that does not exist: one line, before any work
+    rc = mod.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "x"),
+                   "--shan-set", "train.nope=1"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nope" in err[0]
+    assert not (tmp_path / "x" / "data").exists()
