@@ -270,6 +270,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only the ablation grid, on the features of an earlier run (--reuse)",
     )
     p.add_argument("--ablation-seeds", type=int, default=None)
+    p.add_argument(
+        "--ablation-models",
+        default=None,
+        help="comma-separated subset of the ablation grid (default: all of "
+        f"{', '.join([*ABLATION_MODELS, NO_WHOLE])})",
+    )
     p.add_argument("--ablation-epochs", type=int, default=None)
     p.add_argument("--grounding-images", type=int, default=None)
     p.add_argument("--pooling-images", type=int, default=None)
@@ -297,6 +303,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, k, v)
     if args.ablations_only and not args.reuse:
         p.error("--ablations-only trains on an earlier run's features: add --reuse")
+    grid = [*ABLATION_MODELS, NO_WHOLE]
+    args.ablation_models = (
+        [x.strip() for x in args.ablation_models.split(",") if x.strip()]
+        if args.ablation_models
+        else grid
+    )
+    unknown = [x for x in args.ablation_models if x not in grid]
+    if unknown:
+        p.error(f"--ablation-models: unknown {unknown}; choose from {grid}")
     args.det_seconds = args.time_budget * args.det_share if args.time_budget else None
     if args.workers is None:
         args.workers = max(1, min(16, os.cpu_count() or 1))
@@ -583,9 +598,12 @@ def run_ablations(
 
     runs: dict[str, list[dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
-    models: dict[str, tuple[dict, Path | None]] = {n: (v, None) for n, v in ABLATION_MODELS.items()}
+    chosen = set(args.ablation_models)
+    models: dict[str, tuple[dict, Path | None]] = {
+        n: (v, None) for n, v in ABLATION_MODELS.items() if n in chosen
+    }
     src = Path(args.out) / "precomp" / f"{DATA_NAME}_precomp"
-    if _has_whole_image_region(src):
+    if NO_WHOLE in chosen and _has_whole_image_region(src):
         # The same features minus the whole-image region: does it help scene-level rows?
         root = Path(args.out) / "precomp_no_whole"
         for split in (*SPLITS, "test" + DISTRACTOR_SPLIT_SUFFIX):

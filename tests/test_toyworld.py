@@ -304,18 +304,39 @@ def test_cli_writes_three_splits(tmp_path, capsys):
 
 def test_cli_presets_and_world_config_file(tmp_path, capsys):
     out = tmp_path / "c"
-    assert tw.main(["--split-sizes", "1,0,0", "--out", str(out), "--preset", "classic",
-                    "--workers", "1"]) == 0  # fmt: skip
+    assert (
+        tw.main(
+            ["--split-sizes", "1,0,0", "--out", str(out), "--preset", "classic", "--workers", "1"]
+        )
+        == 0
+    )
     assert tw.load_annotations(out / "train")["world"]["name"] == "classic"
     conf = tmp_path / "w.json"
     conf.write_text(json.dumps({"num_objects": {"3": 1}, "overlap_p": 0.0}))
-    assert tw.main(["--split-sizes", "2,0,0", "--out", str(tmp_path / "d"), "--world-config",
-                    str(conf), "--workers", "1"]) == 0  # fmt: skip
+    assert (
+        tw.main(
+            [
+                "--split-sizes",
+                "2,0,0",
+                "--out",
+                str(tmp_path / "d"),
+                "--world-config",
+                str(conf),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     ann = tw.load_annotations(tmp_path / "d" / "train")
     assert all(len(r["objects"]) <= 3 for r in ann["images"])
     conf.write_text(json.dumps({"num_objects": {"9": 1}}))
-    assert tw.main(["--split-sizes", "2,0,0", "--out", str(tmp_path / "e"), "--world-config",
-                    str(conf)]) == 2  # fmt: skip
+    assert (
+        tw.main(
+            ["--split-sizes", "2,0,0", "--out", str(tmp_path / "e"), "--world-config", str(conf)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "num_objects" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -344,8 +365,10 @@ def test_load_annotations_errors(tmp_path):
 
 
 def _records(n: int = 12):
-    return [tw.scene_record(tw.generate_scene(s)[1], f"r{i}", f"r{i}.png")
-            for i, s in enumerate(SEEDS[:n])]  # fmt: skip
+    return [
+        tw.scene_record(tw.generate_scene(s)[1], f"r{i}", f"r{i}.png")
+        for i, s in enumerate(SEEDS[:n])
+    ]
 
 
 def test_detection_metrics_perfect_and_wrong():
@@ -485,8 +508,9 @@ def test_pooling_sanity_measures_content_against_function_words():
 
     recs = _records(8)
     k = 3
-    data = _toy_split(np.zeros((8, k, 4), np.float32), np.zeros((8, k, 4), np.float32),
-                      np.full(8, k), recs)  # fmt: skip
+    data = _toy_split(
+        np.zeros((8, k, 4), np.float32), np.zeros((8, k, 4), np.float32), np.full(8, k), recs
+    )
     vocab = Vocabulary.build([c["text"] for r in recs for c in r["captions"]])
     flat = pooling_sanity(_PoolingModel(vocab, 1.0), vocab, data, max_images=None)
     peaked = pooling_sanity(_PoolingModel(vocab, 5.0), vocab, data, max_images=None)
@@ -497,9 +521,25 @@ def test_pooling_sanity_measures_content_against_function_words():
     assert 3 * peaked["by_role"][""] < peaked["by_role"]["shape"] < 7 * peaked["by_role"][""]
 
 
-QUICK = ["--quick", "--device", "cpu", "--train-images", "16", "--dev-images", "5",
-         "--test-images", "6", "--image-size", "64", "--shan-batch", "8", "--workers", "1",
-         "--num-examples", "2"]  # fmt: skip
+QUICK = [
+    "--quick",
+    "--device",
+    "cpu",
+    "--train-images",
+    "16",
+    "--dev-images",
+    "5",
+    "--test-images",
+    "6",
+    "--image-size",
+    "64",
+    "--shan-batch",
+    "8",
+    "--workers",
+    "1",
+    "--num-examples",
+    "2",
+]
 
 
 @pytest.mark.slow
@@ -550,8 +590,9 @@ def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
     from shan.toyworld import suite
 
     js = tmp_path / "suite.json"
-    rc = suite.main(["--checkpoint", str(ck / "shan"), "--data", str(out), "--json", str(js),
-                     "--suite-only"])  # fmt: skip
+    rc = suite.main(
+        ["--checkpoint", str(ck / "shan"), "--data", str(out), "--json", str(js), "--suite-only"]
+    )
     assert rc == 0
     again = json.loads(js.read_text())["suite"]
     for t, row in ev["suite"]["negatives"].items():
@@ -587,10 +628,25 @@ def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
         drop_whole_image_region(tmp_path / "nowhole", tmp_path / "twice", "test")
 
     # The ablation grid on the same features: every model trained per seed, or said why not.
-    assert mod.main([*QUICK, "--out", str(out), "--reuse", "--ablations-only",
-                     "--ablation-seeds", "2"]) == 0  # fmt: skip
+    grid = ["paper", "both (full)", "G2G only", mod.NO_WHOLE]
+    assert (
+        mod.main(
+            [
+                *QUICK,
+                "--out",
+                str(out),
+                "--reuse",
+                "--ablations-only",
+                "--ablation-seeds",
+                "2",
+                "--ablation-models",
+                ",".join(grid),
+            ]
+        )
+        == 0
+    )
     ab = json.loads((ck / "metrics.json").read_text())["ablations"]
-    assert set(ab["summary"]) | set(ab["skipped"]) == {*mod.ABLATION_MODELS, mod.NO_WHOLE}
+    assert set(ab["summary"]) | set(ab["skipped"]) == set(grid)
     assert ab["summary"]["paper"]["rsum"]["n"] == 2 and len(ab["runs"]["paper"]) == 2
     assert ab["recipe"]["seeds"] == 2
     card = (ck / "README.md").read_text()
@@ -633,28 +689,60 @@ def test_reproduce_presets_follow_the_device_and_flags_override_them():
     assert mod.parse_args(["--preset", "gpu", "--device", "cpu"]).train_images == 10000
     quick = mod.parse_args(["--quick", "--device", "cpu"])
     assert quick.preset == "quick" and quick.time_budget is None and quick.train_images < 100
-    own = mod.parse_args(["--device", "cpu", "--train-images", "10", "--det-mosaic", "3",
-                          "--time-budget", "60", "--det-share", "0.2", "--no-geometry",
-                          "--no-whole-image-region"])  # fmt: skip
+    own = mod.parse_args(
+        [
+            "--device",
+            "cpu",
+            "--train-images",
+            "10",
+            "--det-mosaic",
+            "3",
+            "--time-budget",
+            "60",
+            "--det-share",
+            "0.2",
+            "--no-geometry",
+            "--no-whole-image-region",
+        ]
+    )
     assert (own.train_images, own.det_mosaic, own.time_budget) == (10, 3, 60.0)
     assert own.det_seconds == pytest.approx(12.0)
     assert not own.geometry and not own.whole_image_region
     assert own.dev_images == cpu.dev_images  # untouched values keep the preset's
     with pytest.raises(SystemExit):
         mod.parse_args(["--device", "cpu", "--ablations-only"])  # needs --reuse
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--device", "cpu", "--ablation-models", "paper,nope"])
+    assert mod.parse_args(["--device", "cpu"]).ablation_models == [
+        *mod.ABLATION_MODELS,
+        mod.NO_WHOLE,
+    ]
 
 
 def test_reproduce_shan_settings_pass_through_but_keep_the_variants_switches(tmp_path, capsys):
     mod = _reproduce_module()
-    args = mod.parse_args(["--quick", "--device", "cpu", "--out", str(tmp_path),
-                           "--shan-set", "train.lr=1e-4", "--shan-set", "model.use_l2l=false",
-                           "--shan-set", "margin=0.3"])  # fmt: skip
+    args = mod.parse_args(
+        [
+            "--quick",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            "--shan-set",
+            "train.lr=1e-4",
+            "--shan-set",
+            "model.use_l2l=false",
+            "--shan-set",
+            "margin=0.3",
+        ]
+    )
     m, d, t, _ = mod.shan_configs(args, 32, tmp_path / "o", 2, steps=(True, False, True))
     assert t.lr == 1e-4 and t.margin == 0.3 and d.name == "toyworld"
     assert (m.use_l2l, m.use_g2l, m.use_g2g) == (True, False, True)  # the variant's, not the flag's
     # a field that does not exist: one line, before any work
-    rc = mod.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "x"),
-                   "--shan-set", "train.nope=1"])  # fmt: skip
+    rc = mod.main(
+        ["--quick", "--device", "cpu", "--out", str(tmp_path / "x"), "--shan-set", "train.nope=1"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "nope" in err[0]
     assert not (tmp_path / "x" / "data").exists()

@@ -34,7 +34,7 @@ ABLATION_MODELS: dict[str, dict[str, Any]] = {
 FOUR_MODELS = ("paper", "+ geometry", "+ hard negatives", "both (full)")
 SINGLE_STEP = ("L2L only", "G2L only", "G2G only")
 #: the full model on the same features without the whole-image region (when the detector has one)
-NO_WHOLE = "both, no whole-image region"
+NO_WHOLE = "both without the whole-image region"
 SCENE_TYPES = ("background", "count")  # the rows scene-level facts should move
 
 
