@@ -73,6 +73,7 @@ from shan.toyworld.report import (  # noqa: E402
     ABLATION_MODELS,
     NO_WHOLE,
     capabilities,
+    card_facts,
     retrieval_cells,
     summarise_ablations,
     targets,
@@ -674,7 +675,8 @@ def install(
     examples: list[dict],
     metrics: dict,
 ) -> None:
-    """Checkpoints (with ``extra.capabilities``), assets, metrics and card."""
+    """Checkpoints (with ``extra.card``, the app's banner facts, and ``extra.capabilities``, every
+    target's figure), assets, metrics and card."""
     ck = Path(args.ckpt_dir)
     ck.mkdir(parents=True, exist_ok=True)
     for name, src in (("shan", best), ("detector", det_dir)):
@@ -685,6 +687,7 @@ def install(
     cfg_path = ck / "shan" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg.setdefault("extra", {})["capabilities"] = metrics["capabilities"]
+    cfg["extra"]["card"] = card_facts(metrics["targets"])
     cfg["extra"]["world"] = metrics["settings"]["world"]
     write_text(cfg_path, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     assets = Path(args.assets_dir)
@@ -760,6 +763,7 @@ def run(argv: list[str] | None = None) -> int:
         best = Path(args.ckpt_dir) / "shan"
         cfg = json.loads((best / "config.json").read_text())
         cfg["extra"]["capabilities"] = metrics["capabilities"]
+        cfg["extra"]["card"] = card_facts(metrics["targets"])
         write_text(best / "config.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         write_text(metrics_path, json.dumps(metrics, indent=2, default=float) + "\n")
         write_model_card(metrics, Path(args.ckpt_dir) / "README.md")

@@ -569,6 +569,12 @@ def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
     assert tw.WorldConfig.from_dict(loaded.extra["world"]).image_size == 64
     caps = loaded.extra["capabilities"]
     assert len(caps["knows"]) + len(caps["does_not_know"]) == len(metrics["targets"])
+    # the app's banner reads extra["card"]: short lines, the unmet targets among "does not know"
+    from demo.card import read_card
+
+    card_facts = read_card(ck / "shan", loaded.extra)
+    assert card_facts.source == "config" and card_facts.does_not_know
+    assert card_facts.does_not_know == loaded.extra["card"]["does_not_know"][:8]
     assert (ck / "shan" / "calibration.json").is_file()
     assert not (ck / "shan" / "train_state.pt").exists()
     from shan.detect.toy import ToyDetector

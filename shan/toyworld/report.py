@@ -3,8 +3,9 @@
 :func:`targets` lists every target of the shipped model (detector mAP per background type,
 retrieval, the compositional categories, pooling, the lead of the full model over single-step
 models) with the measured value; :func:`capabilities` turns them into the ``knows`` /
-``does_not_know`` facts stored in the checkpoint's ``extra`` (each fact: ``skill``, ``measure``,
-``value``, ``target``) for the app; :func:`write_model_card` writes ``checkpoints/README.md`` from
+``does_not_know`` facts stored in the checkpoint's ``extra["capabilities"]`` (each fact: ``skill``,
+``measure``, ``value``, ``target``) and :func:`card_facts` the short lines of ``extra["card"]`` that
+the app's banner shows; :func:`write_model_card` writes ``checkpoints/README.md`` from
 ``metrics.json`` (every number in it measured). :data:`ABLATION_MODELS` names the ablation grid and
 :func:`summarise_ablations` its mean ± std over seeds.
 """
@@ -139,6 +140,43 @@ def capabilities(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         }
         out["knows" if r["met"] else "does_not_know"].append(fact)
     return out
+
+
+MAX_CARD_FACTS = 8  # the app shows at most this many lines per list
+
+
+def _value(r: dict[str, Any]) -> str:
+    v = r["measured"]
+    if v is None or not np.isfinite(v):
+        return "not measured"
+    if r["unit"] == "%":
+        return f"{v:.1f} %"
+    if r["name"].startswith("compositional"):
+        return f"{100 * v:.1f} % of pairs"
+    return f"{v:.2f}"
+
+
+def card_facts(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The app's banner facts (``config.json`` → ``extra["card"]``): ``{"knows": [line, ...],
+    "does_not_know": [line, ...]}``, one short line per skill with its measured value and target;
+    the detector's background groups are one line when all are met (at most
+    :data:`MAX_CARD_FACTS` lines per list)."""
+    knows: list[str] = []
+    unknown: list[str] = []
+    det = [r for r in rows if r["name"].startswith("detector mAP@0.5, ")]
+    if det and all(r["met"] for r in det):
+        worst = min(det, key=lambda r: r["measured"])
+        label = worst["name"].removeprefix("detector mAP@0.5, ")
+        knows.append(
+            f"finding and naming shapes on every kind of background (mAP@0.5 ≥ 0.9; "
+            f"weakest: {label}, {worst['measured']:.2f})"
+        )
+    for r in rows:
+        if r in det and r["met"]:
+            continue
+        line = f"{r['skill']} ({_value(r)}; target ≥ {r['target']:g}{' %' if r['unit'] else ''})"
+        (knows if r["met"] else unknown).append(line)
+    return {"knows": knows[:MAX_CARD_FACTS], "does_not_know": unknown[:MAX_CARD_FACTS]}
 
 
 def retrieval_cells(m: dict[str, float]) -> str:
@@ -355,6 +393,7 @@ __all__ = [
     "SCENE_TYPES",
     "SINGLE_STEP",
     "capabilities",
+    "card_facts",
     "mean_std",
     "retrieval_cells",
     "summarise_ablations",
