@@ -1,11 +1,13 @@
-"""Measure the demo: one Match request (detector + SHAN + every picture) and app start-up time.
+"""Measure the demo: one Match request (detector + SHAN + every picture), the other tabs'
+requests (Compare, minimal pairs, Search) and app start-up time.
 
     python benchmarks/bench_app.py [--checkpoint checkpoints/shan] [--repeats 7] [--no-startup]
 
 Uses the shipped checkpoint when it exists; otherwise a randomly initialised model of the paper's
 size (d = 1024) with a randomly initialised toy detector (timings do not depend on the weights).
-Prints the median of ``--repeats`` requests after 2 warm-up requests, a per-stage breakdown, and
-the seconds from ``python app.py`` starting to the server answering HTTP.
+Prints the median of ``--repeats`` requests after 2 warm-up requests (wall and CPU time, and the
+load average: others share the CPU), a per-stage breakdown, and the seconds from ``python app.py``
+starting to the server answering HTTP.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def _image(path: Path | None):
 
 def bench_request(checkpoint: Path, repeats: int, device: str = "auto") -> dict[str, float]:
     from demo.pipeline import DemoPipeline, load_examples
-    from demo.ui import match_views
+    from demo.views import match_views
 
     pipe = DemoPipeline.from_checkpoint(str(checkpoint), device=device)
     examples = load_examples(REPO / "assets" / "examples.json")
@@ -92,6 +94,34 @@ def bench_request(checkpoint: Path, repeats: int, device: str = "auto") -> dict[
     out = {"request_median_s": statistics.median(totals), "cpu_median_s": statistics.median(cpu)}
     out.update({f"{k}_median_s": statistics.median(v) for k, v in stages.items()})
     out["device"] = str(pipe.device)
+    return out
+
+
+def bench_tabs(checkpoint: Path, repeats: int, device: str = "auto") -> dict[str, float]:
+    """Median seconds of the other tabs' requests, pictures included: Compare (1 image, a caption
+    and its hard negative), minimal pairs (a caption and its perturbations) and Search (3 images,
+    the best one explained)."""
+    from demo import views
+    from demo.pipeline import DemoPipeline, load_examples
+
+    pipe = DemoPipeline.from_checkpoint(str(checkpoint), device=device)
+    examples = load_examples(REPO / "assets" / "examples.json")
+    image = _image(Path(examples[0].image) if examples else None)
+    images = [_image(Path(ex.image)) for ex in examples[:3]] or [image] * 3
+    jobs = {
+        "compare": lambda: views.compare_views(pipe.compare(image, CAPTIONS[0], CAPTIONS[2])),
+        "minimal_pairs": lambda: views.pairs_views(pipe.minimal_pairs(image, CAPTIONS[0])),
+        "search_3_images": lambda: views.search_views(pipe.search(images, CAPTIONS[0])),
+    }
+    out = {}
+    for name, job in jobs.items():
+        times = []
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            job()
+            if i:
+                times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
     return out
 
 
@@ -156,6 +186,7 @@ def main() -> None:
     p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "shan"))
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--no-startup", action="store_true")
+    p.add_argument("--no-tabs", action="store_true", help="only the Match request (and start-up)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0, help="as app.py: 0 = cores / concurrency")
     p.add_argument(
@@ -185,6 +216,9 @@ def main() -> None:
         )
         for key in ("detect", "score", "explain", "render"):
             print(f"  {key:8s} {res[f'{key}_median_s']:.3f} s")
+        if not args.no_tabs:
+            for name, sec in bench_tabs(ckpt, max(3, args.repeats // 2), args.device).items():
+                print(f"{name} request, pictures included: median {sec:.3f} s")
         if args.compare_cpu:
             diff = compare_with_cpu(ckpt, args.device)
             print(f"{args.device} vs cpu: largest |difference| in scores/attention {diff:.2e}")

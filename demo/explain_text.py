@@ -14,7 +14,15 @@ import numpy as np
 
 from demo.render import shorten
 from shan.calibration import STEP_LABELS, Calibration
-from shan.explain import STEP_KEYS, StepExplanation
+from shan.explain import (
+    CREDIT_FRACTION,
+    SAME_SCORE,
+    STEP_KEYS,
+    CaptionComparison,
+    StepExplanation,
+    credited_steps,
+)
+from shan.explain import SCORE_KEYS as SCORE_COLUMNS
 
 # Function words: a word here is never called a content word.
 STOPWORDS = frozenset(
@@ -22,10 +30,7 @@ STOPWORDS = frozenset(
     "there along".split()
 )
 UNIFORM_RTOL = 0.02  # weights within 2 % of each other count as "all equal"
-CREDIT_FRACTION = 0.2  # a step is credited with a gap when it makes at least 20 % of it
-SAME_SCORE = 1e-3  # |S difference| below this: the two captions score the same
 STEP_NAMES = {"l2l": "step 1 (S_L2L)", "g2l": "step 2 (S_G2L)", "g2g": "step 3 (S_G2G)"}
-SCORE_COLUMNS = ("total", "l2l", "g2l", "g2g")  # the columns of a (M, 4) score table
 NO_CALIBRATION = (
     "_No calibration saved with this model: a raw score can be compared with the other "
     "captions' scores, but not read on its own (no distribution of true and non-matching pairs "
@@ -176,42 +181,21 @@ def step_margins(
     }
 
 
-def credited_steps(margins: Mapping[str, float], gap: float) -> list[str]:
-    """Steps that separate the two captions: margin in the gap's direction and ≥ 20 % of it,
-    largest first. Empty when the captions score the same."""
-    if abs(gap) < SAME_SCORE:
-        return []
-    sign = 1.0 if gap > 0 else -1.0
-    keep = [k for k, d in margins.items() if sign * d >= CREDIT_FRACTION * abs(gap)]
-    return sorted(keep, key=lambda k: -sign * margins[k])
-
-
-def margin_text(
-    captions: Sequence[str],
-    scores: np.ndarray,
-    m: int,
+def gap_lines(
+    margins: Mapping[str, float],
+    gap: float,
     weights: Mapping[str, float],
     shares: Mapping[str, float] | None = None,
-) -> str:
-    """Markdown: which step separates caption ``m`` from its reference caption, from margins.
+    pair: str = "these captions",
+) -> list[str]:
+    """Markdown lines on a score gap between two items: each step's part of it, which steps
+    separate them (:func:`credited_steps`), which work the other way, and — given ``shares`` —
+    a credited step whose share of the score itself is small.
 
-    A step is credited only when its margin points the way of the gap and makes at least
-    :data:`CREDIT_FRACTION` of it; a step whose share of the *score* is large but whose margin is
-    not is said to be so.
+    Args:
+        margins: step → ``w_s (S_s(x) − S_s(y))``; gap: ``S(x) − S(y)``.
+        weights: step → ``w_s`` (a step with weight 0 is switched off and left out).
     """
-    ref = reference_caption(scores, m)
-    if ref is None:
-        return (
-            "Only one caption: add another (e.g. a hard negative with two colours swapped) to "
-            "see which step tells them apart."
-        )
-    sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
-    gap = float(sc[m, 0] - sc[ref, 0])
-    margins = step_margins(sc, m, ref, weights)
-    who = "the runner-up" if gap >= 0 else "the best caption"
-    head = f"**Against {who}** “{shorten(captions[ref], 60)}” (S {gap:+.3f}):"
-    if abs(gap) < SAME_SCORE:
-        return f"{head} the two captions score the same; no step separates them."
     credited = credited_steps(margins, gap)
     on = [k for k in STEP_KEYS if weights.get(k, 1.0) != 0.0]
     # "% of the gap" only reads well when every step pushes the same way
@@ -221,7 +205,7 @@ def margin_text(
         d = margins[key]
         pct = f" ({100.0 * d / gap:.0f}% of the gap)" if same_way else ""
         parts.append(f"{STEP_NAMES[key]} {d:+.3f}{pct}")
-    lines = [head + " " + "; ".join(parts) + "."]
+    lines = ["; ".join(parts) + "."]
     if credited:
         names = " and ".join(STEP_NAMES[k] for k in credited)
         lines.append(f"What separates them: **{names}**.")
@@ -236,9 +220,132 @@ def margin_text(
             name = STEP_NAMES[k][0].upper() + STEP_NAMES[k][1:]
             lines.append(
                 f"{name} is only {100 * shares[k]:.0f}% of the score itself, yet it "
-                "is what tells these captions apart: a share of the score is not a share of "
+                f"is what tells {pair} apart: a share of the score is not a share of "
                 "the decision."
             )
+    return lines
+
+
+def margin_text(
+    captions: Sequence[str],
+    scores: np.ndarray,
+    m: int,
+    weights: Mapping[str, float],
+    shares: Mapping[str, float] | None = None,
+    noun: str = "caption",
+) -> str:
+    """Markdown: which step separates item ``m`` from its reference item, from margins.
+
+    The items are captions (Match) or images (Search: ``noun="image"``, ``captions`` their
+    names). A step is credited only when its margin points the way of the gap and makes at least
+    :data:`CREDIT_FRACTION` of it; a step whose share of the *score* is large but whose margin is
+    not is said to be so.
+    """
+    ref = reference_caption(scores, m)
+    if ref is None:
+        if noun == "caption":
+            return (
+                "Only one caption: add another (e.g. a hard negative with two colours swapped) "
+                "to see which step tells them apart."
+            )
+        return f"Only one {noun}: add another to see which step tells them apart."
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
+    gap = float(sc[m, 0] - sc[ref, 0])
+    margins = step_margins(sc, m, ref, weights)
+    who = "the runner-up" if gap >= 0 else f"the best {noun}"
+    head = f"**Against {who}** “{shorten(captions[ref], 60)}” (S {gap:+.3f}):"
+    if abs(gap) < SAME_SCORE:
+        return f"{head} the two {noun}s score the same; no step separates them."
+    lines = gap_lines(margins, gap, weights, shares, pair=f"these {noun}s")
+    lines[0] = head + " " + lines[0]
+    return "\n\n".join(lines)
+
+
+def compare_text(cmp: CaptionComparison, calibration: Calibration | None = None) -> str:
+    """Markdown for the Compare view: which caption wins, by how much, which step caught the
+    difference (from the margins), the changed words, and both final scores as evidence."""
+    a, b = cmp.a, cmp.b
+    sa, sb = a.scores.get("total", 0.0), b.scores.get("total", 0.0)
+    weights = step_weights_of(a)
+    if abs(cmp.gap) < SAME_SCORE:
+        lines = [
+            f"**A and B score the same** (S = {sa:.3f} and {sb:.3f}): the model cannot tell "
+            "these two captions apart."
+        ]
+    else:
+        win, lose = ("A", "B") if cmp.gap > 0 else ("B", "A")
+        lines = [
+            f"**{win} scores higher than {lose} by {abs(cmp.gap):.3f}** "
+            f"(S = {sa:.3f} for A, {sb:.3f} for B). Each step's part of A − B: "
+            + gap_lines(cmp.margins, cmp.gap, weights)[0]
+        ]
+        lines += gap_lines(cmp.margins, cmp.gap, weights, a.shares, pair="the two captions")[1:]
+    words_a = ", ".join(_q(a.display_words[j]) for j in cmp.changed_a) or "none"
+    words_b = ", ".join(_q(b.display_words[j]) for j in cmp.changed_b) or "none"
+    lines.append(f"Words that differ — in A: {words_a}; in B: {words_b}.")
+    if calibration is not None and "total" in calibration.steps:
+        evs = [calibration.evidence("total", v) for v in (sa, sb)]
+        lines.append(
+            f"As evidence (final score S among the saved pairs): A — {evs[0].text}; "
+            f"B — {evs[1].text}"
+        )
+    return "\n\n".join(lines)
+
+
+def pairs_text(
+    caption: str,
+    perturbations: Sequence[Any],
+    margins: np.ndarray,
+    weights: Mapping[str, float],
+    kinds: Sequence[str] | None = None,
+) -> str:
+    """Markdown summing up a minimal-pairs table: how many pairs the final score gets right,
+    how many each step does on its own, and which pairs the model gets wrong.
+
+    Args:
+        perturbations: ``P`` perturbations (``kind``, ``text``).
+        margins: ``(P, 4)`` the true caption minus each pair (``total``, then the weighted
+            steps): positive = that score prefers the true caption.
+        kinds: display names of the perturbations' kinds (default: their ``kind``).
+    """
+    mg = np.asarray(margins, dtype=np.float64).reshape(-1, 4)
+    n = len(mg)
+    names = list(kinds) if kinds is not None else [p.kind for p in perturbations]
+    right = int((mg[:, 0] >= SAME_SCORE).sum())
+    lines = [
+        f"For **“{shorten(caption, 70)}”** the model prefers the true caption over **{right} of "
+        f"its {n} minimal pairs** (final score S)."
+    ]
+    per_step = [
+        f"{STEP_NAMES[k]} {int((mg[:, c + 1] >= SAME_SCORE).sum())}"
+        for c, k in enumerate(STEP_KEYS)
+        if weights.get(k, 1.0) != 0.0
+    ]
+    lines.append("Each step on its own prefers it in: " + ", ".join(per_step) + f" (of {n}).")
+    wrong = [i for i in range(n) if mg[i, 0] < SAME_SCORE]
+    if wrong:
+        said = "; ".join(
+            f"{names[i]} (“{shorten(perturbations[i].text, 50)}”: "
+            + (
+                "the same score)"
+                if abs(mg[i, 0]) < SAME_SCORE
+                else f"{-mg[i, 0]:.3f} above the true caption)"
+            )
+            for i in wrong
+        )
+        lines.append(f"**Not told apart, or preferred over the true caption:** {said}.")
+    caught = {}
+    for i in range(n):
+        margins_i = {k: float(mg[i, c + 1]) for c, k in enumerate(STEP_KEYS)}
+        for k in credited_steps(margins_i, float(mg[i, 0])):
+            if mg[i, 0] > 0:
+                caught.setdefault(k, []).append(names[i])
+    if caught:
+        lines.append(
+            "Which step caught them: "
+            + "; ".join(f"{STEP_NAMES[k]}: {', '.join(v)}" for k, v in caught.items())
+            + "."
+        )
     return "\n\n".join(lines)
 
 
@@ -269,8 +376,10 @@ def step3_text(
     scores: np.ndarray | None = None,
     m: int | None = None,
     calibration: Calibration | None = None,
+    noun: str = "caption",
 ) -> str:
-    """Markdown under the step-3 chart: S_G2G, the sum, what separates the captions, evidence."""
+    """Markdown under the step-3 chart: S_G2G, the sum, what separates the captions (or the
+    images of a Search: ``noun="image"``), evidence."""
     c, s = expl.contributions, expl.scores
     parts = ""
     for i, (k, name) in enumerate((("l2l", "L2L"), ("g2l", "G2L"), ("g2g", "G2G"))):
@@ -285,7 +394,9 @@ def step3_text(
     if off:
         md += f"\n\n(Steps switched off in this checkpoint: {', '.join(off)}.)"
     if captions is not None and scores is not None and m is not None:
-        md += "\n\n" + margin_text(captions, scores, m, step_weights_of(expl), expl.shares)
+        md += "\n\n" + margin_text(
+            captions, scores, m, step_weights_of(expl), expl.shares, noun=noun
+        )
     md += "\n\n" + evidence_text(calibration, s)
     return md
 
@@ -293,7 +404,10 @@ def step3_text(
 __all__ = [
     "NO_CALIBRATION",
     "STOPWORDS",
+    "compare_text",
     "credited_steps",
+    "gap_lines",
+    "pairs_text",
     "evidence_text",
     "is_function_word",
     "is_uniform",

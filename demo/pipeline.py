@@ -5,7 +5,10 @@ checkpoint) and answers two questions:
 
 * :meth:`DemoPipeline.match` — one image, up to :data:`MAX_CAPTIONS` captions: rank the captions
   and explain every image–caption pair step by step (:class:`shan.explain.StepExplanation`).
-* :meth:`DemoPipeline.search` — several images, one caption: rank the images.
+* :meth:`DemoPipeline.compare` — one image, two captions: both explained, the words that differ
+  and each step's part of the score gap (:class:`shan.explain.CaptionComparison`).
+* :meth:`DemoPipeline.search` — several images, one caption: rank the images; any image's
+  explanation on demand (:meth:`DemoPipeline.explain_image`).
 
 Every result is a fresh object (no state kept between requests). User mistakes raise
 :class:`InputError` with a message meant to be shown as is; harmless fixes (too many captions, a
@@ -28,10 +31,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from demo.card import ModelCard, read_card
 from shan.detect.base import RegionExtractor, Regions, stack_regions
 from shan.device import resolve_device
 from shan.errors import ShanError
-from shan.explain import StepExplanation, from_model_explanation
+from shan.explain import (
+    CaptionComparison,
+    StepExplanation,
+    compare_explanations,
+    from_model_explanation,
+    score_margins,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +249,30 @@ def parse_captions(
     return caps, notices
 
 
+def order_notices(words: Sequence[Sequence[str]], scores: np.ndarray) -> list[str]:
+    """A notice for every two captions made of the same words in another order ("a red circle
+    left of a blue square" / "a blue square left of a red circle"): only the order tells them
+    apart, which a model matching words to regions may not read.
+
+    Args:
+        words: each caption's tokens; scores: ``(M, 4)``, column 0 the final score.
+    """
+    out = []
+    seen: dict[tuple[str, ...], int] = {}
+    for m, ws in enumerate(words):
+        key = tuple(sorted(ws))
+        first = seen.setdefault(key, m)
+        if first != m and list(words[first]) != list(ws):
+            a, b = float(scores[first, 0]), float(scores[m, 0])
+            out.append(
+                f"Captions {first + 1} and {m + 1} use the same words in another order "
+                f"(S = {a:.3f} and {b:.3f}): only the order tells them apart. Whether the model "
+                "reads order (relations, which colour goes with which shape) is in the banner "
+                "above; the Compare tab's minimal pairs test it."
+            )
+    return out
+
+
 def region_names(regions: Regions) -> list[str]:
     """``"red ball"``-style names: attribute + class (either may be empty)."""
     names = []
@@ -270,6 +304,7 @@ class MatchResult:
         batch: the encoded captions (``TokenBatch``, CPU), kept to explain other captions later.
         notices: things the user should know (cut captions, unknown words, ...).
         timings: seconds spent in ``detect``, ``score``, ``explain``.
+        calibration: the pipeline's :class:`shan.calibration.Calibration` (None: none saved).
     """
 
     image: Image.Image
@@ -282,10 +317,55 @@ class MatchResult:
     batch: Any = None
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    calibration: Any = None
 
     def display_words(self, m: int) -> list[str]:
         """Caption ``m``'s tokens as the model reads them, unknown ones marked ``word?``."""
         return [w + "?" if u else w for w, u in zip(self.batch.words[m], self.batch.unknown[m])]
+
+
+@dataclass
+class CompareResult:
+    """One image, two captions, side by side.
+
+    Attributes:
+        match: the two captions scored and both explained (caption 0 is ``a``, caption 1 ``b``).
+        comparison: ``a`` against ``b``: the words that differ, each step's margin, which steps
+            caught the difference.
+    """
+
+    match: MatchResult
+    comparison: CaptionComparison
+
+    @property
+    def notices(self) -> list[str]:
+        return self.match.notices
+
+
+@dataclass
+class PairsResult:
+    """A caption and its minimal pairs, scored on one image.
+
+    Attributes:
+        match: caption 0 is the given one, caption ``p + 1`` its perturbation ``p``.
+        perturbations: ``P`` :class:`shan.data.perturb.Perturbation` (kind, text, changed token
+            indices, note).
+        weights: step → ``w_s`` (0 for a step switched off).
+    """
+
+    match: MatchResult
+    perturbations: list[Any]
+    weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def margins(self) -> np.ndarray:
+        """``(P, 4)``: the given caption minus each perturbation, columns ``total, l2l, g2l,
+        g2g`` (steps weighted): positive where that score prefers the given caption."""
+        return -score_margins(self.match.scores, 0, self.weights)[1:]
+
+    @property
+    def notices(self) -> list[str]:
+        return self.match.notices
 
 
 @dataclass
@@ -297,8 +377,11 @@ class SearchResult:
         images: ``N`` RGB images; ``names``: their file names.
         scores: ``(N, 4)`` columns ``total, l2l, g2l, g2g``.
         order: image indices, best first.
-        best: explanation of the best image with the caption.
-        best_image: that image.
+        explanations: ``N`` explanations of the caption with each image, ``None`` until computed
+            (:meth:`DemoPipeline.explain_image`; :meth:`DemoPipeline.search` explains the best).
+        regions: the ``N`` images' regions (CPU), kept to explain any image later.
+        batch: the encoded caption (``TokenBatch``, CPU).
+        calibration: the pipeline's calibration (None: none saved).
     """
 
     caption: str
@@ -306,10 +389,24 @@ class SearchResult:
     names: list[str]
     scores: np.ndarray
     order: list[int]
-    best: StepExplanation
-    best_image: Image.Image
+    explanations: list[StepExplanation | None]
+    regions: list[Regions] = field(default_factory=list)
+    batch: Any = None
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    calibration: Any = None
+
+    @property
+    def best(self) -> StepExplanation:
+        """The explanation of the best image (always computed by the search)."""
+        expl = self.explanations[self.order[0]]
+        if expl is None:
+            raise ValueError("the best image is not explained (DemoPipeline.explain_image)")
+        return expl
+
+    @property
+    def best_image(self) -> Image.Image:
+        return self.images[self.order[0]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +437,11 @@ class DemoPipeline:
         device: where the model runs.
         description: a line saying what was loaded (shown in the app).
         model_card: Markdown describing the checkpoint (its ``README.md``), shown in the app.
+        calibration: the checkpoint's :class:`shan.calibration.Calibration` (its scores on the
+            true and non-matching pairs of a held-out split; None when it has none). Every
+            result carries it, so the views can place a score among those pairs.
+        card: what the model knows and does not (:class:`demo.card.ModelCard`, e.g.
+            :func:`demo.card.read_card`); default: read from ``model_card``'s text.
     """
 
     def __init__(
@@ -350,9 +452,13 @@ class DemoPipeline:
         device: torch.device | str = "cpu",
         description: str = "",
         model_card: str | None = None,
+        calibration: Any = None,
+        card: ModelCard | None = None,
     ) -> None:
         self.model = model.eval()
         self.model_card = model_card
+        self.calibration = calibration
+        self.card = card if card is not None else ModelCard.from_markdown(model_card)
         self.text = text
         self.extractor = extractor
         self.device = torch.device(device)
@@ -411,10 +517,16 @@ class DemoPipeline:
             raise SetupError(f"could not load checkpoint {text!r}: {_one_line(err)}") from err
         path = bundle.checkpoint.path
         desc = f"SHAN checkpoint `{path}` · detector `{bundle.detector.kind}` · device `{dev}`"
-        card = read_model_card(Path(path))
-        pipe = cls(bundle.model, bundle.text, bundle.extractor, dev, desc, model_card=card)
-        pipe.calibration = bundle.calibration  # None when the checkpoint has no calibration.json
-        return pipe
+        return cls(
+            bundle.model,
+            bundle.text,
+            bundle.extractor,
+            dev,
+            desc,
+            model_card=read_model_card(Path(path)),
+            calibration=bundle.calibration,  # None when the checkpoint has no calibration.json
+            card=read_card(Path(path), bundle.checkpoint.extra),
+        )
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -512,7 +624,15 @@ class DemoPipeline:
             enabled=self.enabled,
         )
 
-    # ---- the two questions -----------------------------------------------------------------
+    def vocabulary(self) -> list[str] | None:
+        """The words the model knows (its word vocabulary, without ``<pad>``/``<unk>``), or None
+        for a word-piece tokenizer (which splits any word into known pieces)."""
+        itos = getattr(self.text, "itos", None)
+        if itos is None:
+            return None
+        return [w for w in itos if not (w.startswith("<") and w.endswith(">"))]
+
+    # ---- the questions -----------------------------------------------------------------------
 
     def explain(self, result: MatchResult, m: int) -> StepExplanation:
         """The step-by-step explanation of caption ``m`` of ``result`` (computed once, then kept).
@@ -543,11 +663,26 @@ class DemoPipeline:
         caps, cap_notes = parse_captions(captions)
         img, notices = load_image(image)
         notices += cap_notes
+        result = self._match(img, caps, notices, explain_all)
+        result.notices += order_notices(result.batch.words, result.scores)
+        return result
+
+    def _match(
+        self,
+        img: Image.Image,
+        caps: list[str],
+        notices: list[str],
+        explain_all: bool = False,
+        text_notices: int | None = None,
+    ) -> MatchResult:
+        """:meth:`match` on a loaded image and cleaned captions; word notices only for the first
+        ``text_notices`` captions (default: all)."""
         t0 = time.perf_counter()
         regions = self.detect([img])[0]
         t1 = time.perf_counter()
         batch = self._encode_text(caps)
-        notices += self._text_notices(batch, caps)
+        n = len(caps) if text_notices is None else text_notices
+        notices += self._text_notices(batch.select(range(n)), caps[:n]) if n else []
         scores = self._score([regions], batch)[0]
         t2 = time.perf_counter()
         order = [int(i) for i in np.argsort(-scores[:, 0], kind="stable")]
@@ -561,12 +696,100 @@ class DemoPipeline:
             explanations=[None] * len(caps),
             batch=batch.to("cpu"),
             notices=notices,
+            calibration=self.calibration,
         )
         for m in range(len(caps)) if explain_all else order[:1]:
             self.explain(result, m)
         t3 = time.perf_counter()
         result.timings = {"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2}
         return result
+
+    def compare(self, image: Any, caption_a: Any, caption_b: Any) -> CompareResult:
+        """One image, two captions (e.g. a true one and its hard negative), both explained.
+
+        Raises:
+            InputError: unusable image, a missing caption, or two captions the model reads as
+                the same tokens.
+        """
+        caps, notices = [], []
+        for name, text in (("first", caption_a), ("second", caption_b)):
+            if text is None or (isinstance(text, str) and not text.strip()):
+                raise InputError(f"Please enter the {name} caption (two captions to compare).")
+            (cap,), notes = parse_captions(text, max_captions=1)
+            if isinstance(text, str) and len(text.strip().splitlines()) > 1:
+                notes = [n for n in notes if "only the first" not in n]
+                notes.append(f"The {name} caption box holds several lines; only the first is used.")
+            caps.append(cap)
+            notices += notes
+        words = self._encode_text(caps).words
+        if words[0] == words[1]:
+            raise InputError(
+                "The two captions are the same as the model reads them (case and spacing are "
+                "ignored); change a word in one of them."
+            )
+        result = self.match(image, caps, explain_all=True)
+        result.notices[:0] = notices
+        a, b = (self.explain(result, m) for m in (0, 1))  # already computed: explain_all
+        return CompareResult(result, compare_explanations(a, b))
+
+    def minimal_pairs(
+        self, image: Any, caption: Any, seed: int = 0, kinds: Sequence[str] | None = None
+    ) -> PairsResult:
+        """A caption and its automatic minimal pairs (:func:`shan.data.perturb.perturb`: colour /
+        shape / size swap, relation swap and opposite, count, word order — one of each that
+        applies), all scored on one image.
+
+        Toy-world shape words in the caption enable exact noun swaps among the toy world's
+        shapes; other captions swap the heads of their phrases.
+
+        Raises:
+            InputError: unusable image, no caption, or a caption none of the perturbations
+                applies to.
+        """
+        from shan.data.perturb import PERTURBATION_KINDS, WordLists, perturb
+        from shan.data.vocab import tokenize
+        from shan.toyworld.lexicon import PLURALS, SHAPE_WORDS
+
+        if caption is None or (isinstance(caption, str) and not caption.strip()):
+            raise InputError("Please enter a caption to make minimal pairs of.")
+        (cap,), notices = parse_captions(caption, max_captions=1)
+        shapes = {w for ws in SHAPE_WORDS.values() for w in ws}
+        shapes |= {PLURALS.get(w, w + "s") for w in shapes}
+        nouns = tuple(sorted(shapes)) if shapes & set(tokenize(cap)) else ()
+        made = perturb(
+            cap, seed=seed, words=WordLists(nouns=nouns), kinds=kinds or PERTURBATION_KINDS
+        )
+        if not made:
+            raise InputError(
+                "No minimal pair can be made from this caption: it has no colour, shape, size, "
+                "relation or count word to change (try “a red circle left of a blue square”)."
+            )
+        made = made[: MAX_CAPTIONS - 1]
+        img, img_notes = load_image(image)
+        result = self._match(
+            img, [cap] + [p.text for p in made], img_notes + notices, text_notices=1
+        )
+        return PairsResult(result, made, self.weights())
+
+    def weights(self) -> dict[str, float]:
+        """``w_s`` of each step (0 for a step the model switches off)."""
+        return {
+            k: (float(w) if self.enabled.get(k, True) else 0.0)
+            for k, w in zip(("l2l", "g2l", "g2g"), self.step_weights)
+        }
+
+    def explain_image(self, result: SearchResult, i: int) -> StepExplanation:
+        """The explanation of the search caption with image ``i`` (computed once, then kept).
+
+        Runs SHAN on the stored regions; the detector does not run again.
+        """
+        if not 0 <= i < len(result.images):
+            raise InputError("Pick one of the ranked images.")
+        if result.explanations[i] is None:
+            result.explanations[i] = self._explain(
+                result.regions[i], result.batch, 0, result.caption, result.images[i]
+            )
+        return result.explanations[i]
 
     def search(self, images: Sequence[Any], caption: str) -> SearchResult:
         """Rank images for one caption; explain the best pair.
@@ -616,20 +839,22 @@ class DemoPipeline:
         scores = self._score(regions, batch)[:, 0, :]
         t2 = time.perf_counter()
         order = [int(i) for i in np.argsort(-scores[:, 0], kind="stable")]
-        b = order[0]
-        best = self._explain(regions[b], batch, 0, caps[0], pics[b])
-        t3 = time.perf_counter()
-        return SearchResult(
+        result = SearchResult(
             caption=caps[0],
             images=pics,
             names=names,
             scores=scores,
             order=order,
-            best=best,
-            best_image=pics[b],
+            explanations=[None] * len(pics),
+            regions=regions,
+            batch=batch.to("cpu"),
             notices=notices,
-            timings={"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2},
+            calibration=self.calibration,
         )
+        self.explain_image(result, order[0])
+        t3 = time.perf_counter()
+        result.timings = {"detect": t1 - t0, "score": t2 - t1, "explain": t3 - t2}
+        return result
 
 
 def read_model_card(checkpoint_dir: Path) -> str | None:
@@ -702,10 +927,12 @@ def load_examples(path: str | Path) -> list[Example]:
 
 
 __all__ = [
+    "CompareResult",
     "DemoPipeline",
     "Example",
     "InputError",
     "MatchResult",
+    "PairsResult",
     "SearchResult",
     "SetupError",
     "load_examples",

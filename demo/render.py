@@ -8,11 +8,12 @@ array, so nothing is shared between concurrent requests. The numbers come from
   tab (Match, Search, and any later one): :func:`overlay` makes the pixels, :func:`heatmap_image`
   shows the photo beside them with a colour bar, :func:`heat_thumbnail` is its small version for
   galleries, :func:`context_regions_image` step 2's regions, :func:`matrix_image` the word ×
-  region matrix.
+  region matrix, :func:`pair_heatmap` two words side by side (Compare).
 * **Scores** — :func:`margins_chart` (each caption minus the best one, per step),
   :func:`evidence_chart` (each score among the true and non-matching pairs of a calibration),
   :func:`ranking_chart` (both in one picture), :func:`shares_chart` (step 3: shares of the score
-  and parts of the gap), :func:`word_weights_chart` (step 2 on the words).
+  and parts of the gap), :func:`word_weights_chart` (step 2 on the words), :func:`compare_chart`
+  (two captions: each step's part of the gap, both among the calibration's pairs).
 """
 
 from __future__ import annotations
@@ -534,8 +535,11 @@ def _draw_evidence(
     rect: tuple[float, float, float, float],
     sc: np.ndarray,
     calibration: Any,
+    ticks: Sequence[str] | None = None,
 ) -> None:
-    """One row per score: the caption's scores (numbered ticks) on the two distributions."""
+    """One row per score: the captions' scores (ticks labelled ``ticks``, default 1 … M; the
+    first one black and bold) on the two distributions."""
+    ticks = [str(i + 1) for i in range(len(sc))] if ticks is None else list(ticks)
     left, bottom, width, height = rect
     rows = len(SCORE_KEYS)
     row_h = height / rows
@@ -572,7 +576,7 @@ def _draw_evidence(
             ax.text(
                 v,
                 0.62 + 0.2 * (i % 2),
-                str(i + 1),
+                ticks[i],
                 ha="center",
                 va="bottom",
                 fontsize=7,
@@ -582,6 +586,7 @@ def _draw_evidence(
         ax.set_yticks([])
         ax.tick_params(axis="x", labelsize=7, pad=1)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.ticklabel_format(axis="x", useOffset=False)  # an offset label would be cut off
         for side in ("left", "right", "top"):
             ax.spines[side].set_visible(False)
         ax.text(
@@ -607,7 +612,7 @@ def _draw_evidence(
             )
 
 
-def evidence_legend(calibration: Any) -> str:
+def evidence_legend(calibration: Any, ticks: str = "the captions, 1 = the best") -> str:
     """The two lines above the evidence panel: what the strips are, or that there are none."""
     if calibration is None:
         return "no calibration saved with this model:\nraw scores only — compare the captions"
@@ -615,12 +620,17 @@ def evidence_legend(calibration: Any) -> str:
     n = f", {src['n_images']} images" if "n_images" in src else ""
     return (
         f"purple: true pairs · grey: non-matching pairs ({src.get('split', 'test')} split{n})\n"
-        "box 25–75 %, line 1–99 %, black bar: median · ticks: the captions, 1 = the best"
+        f"box 25–75 %, line 1–99 %, black bar: median · ticks: {ticks}"
     )
 
 
 def _evidence_header(
-    fig: Figure, x: float, y_title: float | None, y_legend: float, calibration: Any
+    fig: Figure,
+    x: float,
+    y_title: float | None,
+    y_legend: float,
+    calibration: Any,
+    ticks: str = "the captions, 1 = the best",
 ) -> None:
     """The evidence panel's heading (optional) and its two-line legend, centred on ``x``."""
     if y_title is not None:
@@ -630,7 +640,7 @@ def _evidence_header(
     fig.text(
         x,
         y_legend,
-        evidence_legend(calibration),
+        evidence_legend(calibration, ticks),
         ha="center",
         va="top",
         fontsize=7,
@@ -827,15 +837,19 @@ def shares_chart(
     title: str = "Step 3: how the final score is built",
     margins: dict[str, float] | None = None,
     reference: str = "",
+    stacked: bool = False,
 ) -> np.ndarray:
     """Left: each step's contribution ``w_s · S_s`` to the final score, with its share in percent.
     Right (with ``margins``): each step's part of the gap to the ``reference`` caption — what
-    separates the two, which a share of the score does not show.
+    separates the two, which a share of the score does not show. ``stacked``: the two panels one
+    above the other (a narrow column).
     """
     keys = ("l2l", "g2l", "g2g")
     two = margins is not None
-    fig_w = 11.0 if two else 7.0
-    fig = _figure(fig_w, 3.0)
+    rows = 2 if two and stacked else 1
+    fig_w = 11.0 if two and not stacked else 7.0
+    fig_h = 3.0 if rows == 1 else 3.8
+    fig = _figure(fig_w, fig_h)
     names = [STEP_LABELS[k] for k in keys] + [STEP_LABELS["total"]]
     colors = [STEP_COLORS[k] for k in keys] + [STEP_COLORS["total"]]
     panels = [
@@ -859,10 +873,17 @@ def shares_chart(
                 f"…and the gap to “{shorten(reference, 38)}”",
             )
         )
-    width = (fig_w - 1.6 - (0.5 if two else 0.0)) / len(panels)
+    cols = len(panels) // rows
+    width = (fig_w - 1.6 - (0.5 if cols > 1 else 0.0)) / cols
+    row_h = (fig_h - 0.3) / rows
     for p, (values, extra, xlabel, sub) in enumerate(panels):
-        x0 = 1.4 + p * (width + 0.5)
-        ax = fig.add_axes((x0 / fig_w, 0.2, (width - 0.2) / fig_w, 0.58))
+        col, row = (0, p) if rows > 1 else (p, 0)
+        x0 = 1.4 + col * (width + 0.5)
+        if rows == 1:
+            y0, h = 0.6, 1.74
+        else:
+            y0, h = fig_h - 0.3 - (row + 1) * row_h + 0.5, row_h - 0.8
+        ax = fig.add_axes((x0 / fig_w, y0 / fig_h, (width - 0.2) / fig_w, h / fig_h))
         y = np.arange(4)
         ax.barh(y, values, color=colors)
         for yi, (v, e) in enumerate(zip(values, extra)):
@@ -870,7 +891,7 @@ def shares_chart(
                 v, yi, f" {v:+.3f}{e} ", va="center", ha="left" if v >= 0 else "right", fontsize=8
             )
         ax.set_yticks(y)
-        ax.set_yticklabels(names if p == 0 else [], fontsize=8)
+        ax.set_yticklabels(names if col == 0 else [], fontsize=8)
         ax.invert_yaxis()
         ax.axvline(0, color="black", lw=0.8)
         lim = max(1e-3, max(abs(v) for v in values)) * 1.6
@@ -883,8 +904,93 @@ def shares_chart(
     return to_array(fig)
 
 
+def pair_heatmap(
+    image: Image.Image,
+    heats: Sequence[np.ndarray | None],
+    titles: Sequence[str],
+    boxes: np.ndarray | None = None,
+    tops: Sequence[Sequence[tuple[int, float]]] = ((), ()),
+    labels: Sequence[str] = (),
+    cbar_label: str = "β of the box ÷ the peak β",
+    width: float = 8.5,
+) -> np.ndarray:
+    """Two attention pictures of the same photo side by side, one colour bar (Compare: a word of
+    caption A beside the word that replaced it in caption B).
+
+    Args:
+        heats: two ``(h, w)`` maps in [0, 1] (``nan``: no region), or None for the plain photo.
+        titles: one per panel.
+        tops: per panel, ``[(region index, weight)]`` to outline.
+    """
+    fig, axes, rect = _photo_figure(
+        image, width, title_h=0.1, cbar_w=1.3, panels=2, panel_title_h=0.3, heats=list(heats)
+    )
+    w, h = image.size
+    for ax, title, top in zip(axes, titles, tops):
+        ax.set_title(title, fontsize=9)
+        if boxes is None:
+            continue
+        for i, wt in reversed(list(top)):  # the best one drawn last, on top
+            name = labels[i] if i < len(labels) else ""
+            _draw_box(ax, boxes[i], "#00e5ff", f"#{i} {name} ({wt:.2f})", 1.5, label_bg="black")
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+    _heat_colorbar(fig, rect, cbar_label)
+    return to_array(fig)
+
+
+def compare_chart(
+    scores: np.ndarray,
+    margins: dict[str, float],
+    calibration: Any = None,
+    title: str = "Caption A against caption B, step by step",
+) -> np.ndarray:
+    """Left: each step's part of the gap ``w_s (S_s(A) − S_s(B))`` and the gap in S, as bars
+    (right of zero: the step prefers A); right: A's and B's scores among the true and
+    non-matching pairs of the calibration (ticks ``A`` and ``B``).
+
+    Args:
+        scores: ``(2, 4)`` rows A and B, columns ``total, l2l, g2l, g2g``.
+        margins: ``total``/``l2l``/``g2l``/``g2g`` → A − B (steps weighted).
+    """
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
+    fig_w, fig_h = 12.5, 3.6
+    fig = _figure(fig_w, fig_h)
+    ax = fig.add_axes((1.55 / fig_w, 0.65 / fig_h, 4.6 / fig_w, 1 - 1.35 / fig_h))
+    keys = ("l2l", "g2l", "g2g", "total")
+    vals = [float(margins.get(k, 0.0)) for k in keys]
+    y = np.arange(len(keys))
+    ax.barh(y, vals, color=[STEP_COLORS[k] for k in keys], height=0.6)
+    lim = max(1e-3, max(abs(v) for v in vals)) * 1.7
+    for yi, v in enumerate(vals):
+        side = "A" if v > 0 else ("B" if v < 0 else "—")
+        text = f"{v:+.3f}" if abs(v) >= 0.01 or v == 0 else f"{v:+.1e}"
+        ax.text(
+            v, yi, f" {text} → {side} ", va="center", ha="left" if v >= 0 else "right",
+            fontsize=8,
+        )  # fmt: skip
+    ax.set_yticks(y)
+    ax.set_yticklabels([STEP_LABELS[k] for k in keys], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-lim, lim)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("A − B (w·ΔS): right of 0 the step prefers A, left of 0 B", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("which step caught the difference?", fontsize=9)
+    _draw_evidence(
+        fig, (7.9 / fig_w, 0.35 / fig_h, 3.9 / fig_w, 1 - 1.5 / fig_h), sc, calibration, ["A", "B"]
+    )
+    _evidence_header(
+        fig, (7.9 + 1.95) / fig_w, 1 - 0.55 / fig_h, 1 - 0.72 / fig_h, calibration, "A and B"
+    )
+    fig.suptitle(title, fontsize=10, va="top", y=1 - 0.05 / fig_h)
+    return to_array(fig)
+
+
 __all__ = [
     "HEAT_CMAP",
+    "compare_chart",
     "context_regions_image",
     "evidence_chart",
     "evidence_legend",
@@ -895,6 +1001,7 @@ __all__ = [
     "matrix_image",
     "no_region_colours",
     "overlay",
+    "pair_heatmap",
     "ranking_chart",
     "regions_image",
     "shares_chart",

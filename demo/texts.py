@@ -18,12 +18,30 @@ It first cuts both into pieces — **regions** of the image (found by an object 
 
 The final score is **S = S_L2L + S_G2L + S_G2G**. Higher means "this caption fits this image
 better". Try a true caption and a *hard negative* (a caption that is almost right, e.g. with the
-wrong colour) and see which step notices the difference.
+wrong colour) in the **Compare** tab and see which step notices the difference.
 """
 
 MATCH_HOWTO = """\
-**How to use:** upload an image (or click an example below), write up to 10 captions — one per
-line — and press **Match**. Then pick a caption and a word to see what the model looked at.
+Upload an image (or click an example), write up to 10 captions — one per line — and press
+**Match**. The ranking appears beside the inputs; below it, pick a caption and a word to see
+what each step of the model looked at.
+"""
+
+COMPARE_HOWTO = """\
+**Which step tells a true caption from an almost-true one?** Give one image and two captions —
+say the true one (A) and its *hard negative* (B: two colours swapped, another shape, a relation
+reversed) — and press **Compare**. The words that differ are highlighted, the chart says how much
+each step prefers A or B, and the differing words' heatmaps are shown side by side.
+"""
+
+COMPARE_READ = """\
+**Left:** each step's part of the gap in the final score, **w·(S_step(A) − S_step(B))** — the
+three parts add up to the bottom bar, S(A) − S(B). A bar right of zero means that step prefers
+A. A step "caught it" when its bar points the way of the gap and makes at least a fifth of it.
+**Right:** A's and B's scores among the true (purple) and non-matching (grey) pairs saved with
+the model, when it has such a calibration. **Below:** for each word that differs, step 1's
+heatmap of the word in A beside the word that replaced it in B — if the model grounds words
+well, each lights up its own object.
 """
 
 RANKING = """\
@@ -112,25 +130,50 @@ that adds little to S can still be the one that separates a true caption from it
 negative — the right-hand bars, and the text below, say which step does.
 """
 
-SEARCH_HOWTO = """\
-**Search** turns the question around: upload several images (up to 16) and write **one**
-caption. SHAN scores every image against the caption and ranks them, best first. Below the
-ranking, the step-1 heatmaps show, for the best image, where each word of the caption looked.
+PAIRS_HOWTO = """\
+A *minimal pair* differs from a caption in one controlled way. The app makes them from caption
+A alone — two colours or two shapes exchanged, a size changed, the two sides of a relation
+exchanged or the relation reversed, a count changed by one, a word moved to another object —
+scores them all on the image, and shows for each which score still prefers the true caption
+(green, ✓) and which is fooled (red, ✗). A model that only matches words to objects will miss
+the pairs that keep the same words: relation swaps and word order.
 """
 
-SEARCH_HEATMAPS = """\
-### Step 1 on the best image
-One small picture per word, the photo beside its heatmap: gold boxes are the regions that word
-attended to (β, scaled to the word's peak; black = ignored, hatched = no region). If the
-caption is right for the image, each content word should light up a matching object.
+SCENE_HOWTO = """\
+**Make your own test scene.** Switch on up to five objects, choose each one's shape, colour,
+size, pattern and place, and a background; **Draw** renders it with the same renderer that made
+the model's training pictures, and the toy world's own grammar writes its true captions and a
+*hard negative* (two colours swapped — false for this scene). **Mirror** moves every object to
+the other side. Then send the scene to **Match** (its captions ranked) or **Compare** (a true
+caption against its hard negative).
+"""
+
+SCENE_READ = """\
+* **Positions.** Draw a red circle left of a blue square, Match "a red circle left of a blue
+  square" and "a blue square left of a red circle"; then Mirror and Match again. Did the ranking
+  flip? If not, the model does not read positions.
+* **Binding.** A red circle and a blue square: does "a blue circle and a red square" (the same
+  words!) score lower? Compare shows which step notices.
+* **Counting.** Two red circles, then three: does "two red circles" follow?
+* **Unknown words.** The vocabulary above lists the words the model knows; a word it does not
+  know is read as *unknown* and means nothing to it.
+* A scene the world's rules forbid (an object hidden by another, too little contrast with the
+  background) is refused with the reason.
+"""
+
+SEARCH_HOWTO = """\
+**Search** turns the question around: upload several images (up to 16) and write **one**
+caption. SHAN scores every image against the caption and ranks them, best first; every label
+shows the final score and the three step scores. Click an image (or pick it in the list) to see
+the steps of the caption on *that* image — is the runner-up close for the right reason?
 """
 
 ABOUT = """\
 ### About this demo
-* **Model.** An open re-implementation of SHAN (no official code was released). The shipped
-  model is trained on a synthetic *toy world* of simple coloured shapes, so it understands only
-  that world: colours, shapes and their positions. Real photos work when the app is started with
-  the Bottom-Up-Attention detector and a model trained on Flickr30K/COCO features.
+* **Model.** An open re-implementation of SHAN (no official code was released). What the loaded
+  model knows and does not is read from its model card (above, and in the banner at the top of
+  the page); a model only knows the world it was trained on. Real photos need the app started
+  with the Bottom-Up-Attention detector and a model trained on Flickr30K/COCO features.
 * **Regions.** SHAN reads one feature vector per detected box; the boxes, classes and
   attributes shown are the detector's.
 * **Heatmaps.** Attention weights are per region; a heatmap paints each region's weight over its
@@ -145,10 +188,14 @@ ABOUT = """\
 __all__ = [
     "ABOUT",
     "INTRO",
+    "COMPARE_HOWTO",
+    "COMPARE_READ",
+    "PAIRS_HOWTO",
     "MATCH_HOWTO",
     "RANKING",
     "REGIONS",
-    "SEARCH_HEATMAPS",
+    "SCENE_HOWTO",
+    "SCENE_READ",
     "SEARCH_HOWTO",
     "STEP1",
     "STEP2",

@@ -13,12 +13,20 @@ renderer only has to draw:
 * **Step 3 — global-to-global (G2G)**: ``S_G2G`` and each step's contribution to the final score
   ``S = w1 S_L2L + w2 S_G2L + w3 S_G2G`` (:func:`step_contributions`).
 
+And between two captions of one image (the Compare view, minimal pairs):
+
+* :func:`align_changes` — which tokens differ (a word-level diff), paired up for side-by-side
+  heatmaps (a replaced word with its replacement, a moved word with itself);
+* :func:`compare_explanations` → :class:`CaptionComparison` — each step's part of the score gap
+  ``w_s (S_s(a) − S_s(b))`` and which steps "caught" the difference (:func:`credited_steps`).
+
 No Gradio or matplotlib here: :mod:`demo.render` draws these numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +39,9 @@ STEP_NAMES = {
     "g2l": "Step 2 · global-to-local",
     "g2g": "Step 3 · global-to-global",
 }
+SCORE_KEYS = ("total", *STEP_KEYS)  # the columns of an (M, 4) score table
+CREDIT_FRACTION = 0.2  # a step is credited with a gap when it makes at least 20 % of it
+SAME_SCORE = 1e-3  # |score difference| below this: the two captions score the same
 
 
 def _np(x: Any) -> np.ndarray:
@@ -244,11 +255,166 @@ def box_heatmap(
     return heat
 
 
+# --------------------------------------------------------------------------------------------
+# Two captions of one image
+
+
+def align_changes(
+    a: Sequence[str], b: Sequence[str], max_pairs: int | None = None
+) -> tuple[list[int], list[int], list[tuple[int | None, int | None]]]:
+    """Which tokens differ between captions ``a`` and ``b``, and how they pair up.
+
+    A word-level diff (:class:`difflib.SequenceMatcher`, no junk heuristic): tokens outside the
+    matching blocks are *changed*. Pairs, in the order of ``a``: a replaced stretch pairs its
+    tokens position by position; a token deleted from ``a`` pairs with the same token inserted in
+    ``b`` when there is one (a moved word: "a red circle and a square" → "a circle and a red
+    square"); what is left pairs with ``None``.
+
+    Args:
+        a, b: the two captions' tokens (as the model reads them).
+        max_pairs: keep at most this many pairs (default: all).
+
+    Returns:
+        ``(changed_a, changed_b, pairs)``: sorted token indices of ``a`` and of ``b``, and
+        ``[(index in a or None, index in b or None)]``.
+    """
+    sm = difflib.SequenceMatcher(None, list(a), list(b), autojunk=False)
+    changed_a: list[int] = []
+    changed_b: list[int] = []
+    pairs: list[tuple[int | None, int | None]] = []
+    inserted: list[int] = []
+    deleted: list[int] = []
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            continue
+        changed_a.extend(range(i1, i2))
+        changed_b.extend(range(j1, j2))
+        if tag == "replace":
+            n = min(i2 - i1, j2 - j1)
+            pairs.extend((i1 + t, j1 + t) for t in range(n))
+            deleted.extend(range(i1 + n, i2))
+            inserted.extend(range(j1 + n, j2))
+        elif tag == "delete":
+            deleted.extend(range(i1, i2))
+        else:
+            inserted.extend(range(j1, j2))
+    for i in deleted:  # a moved word pairs with itself
+        j = next((j for j in inserted if b[j] == a[i]), None)
+        if j is not None:
+            inserted.remove(j)
+        pairs.append((i, j))
+    pairs.extend((None, j) for j in inserted)
+    pairs.sort(key=lambda p: (p[0] if p[0] is not None else len(a), p[1] or 0))
+    if max_pairs is not None:
+        pairs = pairs[:max_pairs]
+    return sorted(changed_a), sorted(changed_b), pairs
+
+
+def credited_steps(margins: Mapping[str, float], gap: float) -> list[str]:
+    """Steps that separate two captions: margin in the gap's direction and at least
+    :data:`CREDIT_FRACTION` of it, largest first. Empty when the captions score the same
+    (``|gap|`` below :data:`SAME_SCORE`).
+
+    Args:
+        margins: step → ``w_s (S_s(a) − S_s(b))`` (keys of :data:`STEP_KEYS`; others ignored).
+        gap: ``S(a) − S(b)``.
+    """
+    if abs(gap) < SAME_SCORE:
+        return []
+    sign = 1.0 if gap > 0 else -1.0
+    keep = [
+        k for k, d in margins.items() if k in STEP_KEYS and sign * d >= CREDIT_FRACTION * abs(gap)
+    ]
+    return sorted(keep, key=lambda k: -sign * margins[k])
+
+
+def preference(margin: float, tol: float = SAME_SCORE) -> int:
+    """``+1`` when a margin ``score(a) − score(b)`` prefers ``a``, ``-1`` for ``b``, 0 within
+    ``tol``."""
+    return 0 if abs(margin) < tol else (1 if margin > 0 else -1)
+
+
+@dataclass
+class CaptionComparison:
+    """Two captions of the same image, side by side (caption ``a`` minus caption ``b``).
+
+    Attributes:
+        a, b: the two explanations (same regions).
+        changed_a, changed_b: token indices that differ (see :func:`align_changes`).
+        pairs: ``[(index in a | None, index in b | None)]`` — the differing words to show side
+            by side.
+        margins: ``total`` → ``S(a) − S(b)``; each step → ``w_s (S_s(a) − S_s(b))`` (they add up
+            to the total).
+        credited: the steps that "caught" the difference (:func:`credited_steps`), largest first.
+    """
+
+    a: StepExplanation
+    b: StepExplanation
+    changed_a: list[int]
+    changed_b: list[int]
+    pairs: list[tuple[int | None, int | None]]
+    margins: dict[str, float]
+    credited: list[str]
+
+    @property
+    def gap(self) -> float:
+        """``S(a) − S(b)``."""
+        return self.margins["total"]
+
+    def prefers(self, key: str) -> int:
+        """``+1``: step ``key`` (or ``total``) scores ``a`` higher, ``-1``: ``b``, 0: the same."""
+        return preference(self.margins.get(key, 0.0))
+
+
+def compare_explanations(
+    a: StepExplanation, b: StepExplanation, max_pairs: int | None = None
+) -> CaptionComparison:
+    """Caption ``a`` against caption ``b`` on the same image: changed words and step margins.
+
+    Raises:
+        ValueError: the two explanations are not of the same regions.
+    """
+    if a.beta.shape[0] != b.beta.shape[0] or not np.array_equal(a.boxes, b.boxes):
+        raise ValueError("the two explanations are not of the same image regions")
+    changed_a, changed_b, pairs = align_changes(a.words, b.words, max_pairs)
+    margins = {"total": float(a.scores.get("total", 0.0)) - float(b.scores.get("total", 0.0))}
+    for key in STEP_KEYS:
+        margins[key] = float(a.contributions.get(key, 0.0)) - float(b.contributions.get(key, 0.0))
+    return CaptionComparison(
+        a, b, changed_a, changed_b, pairs, margins, credited_steps(margins, margins["total"])
+    )
+
+
+def score_margins(
+    scores: np.ndarray, ref: int, weights: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """Every caption's margins to caption ``ref``: ``(M, 4)`` with columns :data:`SCORE_KEYS`.
+
+    ``out[m, 0] = S(m) − S(ref)``, ``out[m, s] = w_s (S_s(m) − S_s(ref))``.
+
+    Args:
+        scores: ``(M, 4)`` raw scores, columns :data:`SCORE_KEYS`.
+        weights: step → ``w_s`` (default 1).
+    """
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1, 4)
+    w = np.array([1.0] + [float((weights or {}).get(k, 1.0)) for k in STEP_KEYS])
+    return (sc - sc[ref]) * w
+
+
 __all__ = [
+    "CREDIT_FRACTION",
+    "SAME_SCORE",
+    "SCORE_KEYS",
     "STEP_KEYS",
     "STEP_NAMES",
+    "CaptionComparison",
     "StepExplanation",
+    "align_changes",
     "box_heatmap",
+    "compare_explanations",
+    "credited_steps",
     "from_model_explanation",
+    "preference",
+    "score_margins",
     "step_contributions",
 ]

@@ -163,6 +163,25 @@ def scene(size: tuple[int, int] = (240, 160), seed: int = 0) -> Image.Image:
     return img
 
 
+def synthetic_calibration(n: int = 30):
+    """A :class:`shan.calibration.Calibration` of made-up scores (true pairs higher), n images."""
+    from shan.calibration import calibrate_scores
+
+    rng = np.random.default_rng(0)
+    match = (np.arange(5 * n)[None, :] // 5) == np.arange(n)[:, None]
+    mats = {}
+    for key, (mu1, mu0, sd) in {
+        "total": (1.2, 0.2, 0.2),
+        "l2l": (0.05, -0.3, 0.05),
+        "g2l": (0.75, 0.7, 0.05),
+        "g2g": (0.4, -0.5, 0.2),
+    }.items():
+        m = rng.normal(mu0, sd, match.shape)
+        m[match] += mu1 - mu0
+        mats[key] = m
+    return calibrate_scores(mats, source={"split": "synthetic test"})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -190,4 +209,5 @@ __all__ = [
     "make_pipeline",
     "make_toy_detector",
     "scene",
+    "synthetic_calibration",
 ]

@@ -32,7 +32,7 @@ from tests.app_fixtures import (
     scene,
 )
 
-N_MATCH_OUTPUTS = 14  # notices, table, chart, regions, caption select, 9 step views (no State)
+N_MATCH_OUTPUTS = 15  # notices, table, chart, regions, caption select, 10 step views (no State)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,17 @@ def _client(url: str) -> Client:
 def test_endpoints_all_named(app):
     url, _, _ = app
     names = set(_client(url).view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/match", "/explain_caption", "/explain_word", "/search"} <= names
+    assert {
+        "/match",
+        "/explain_caption",
+        "/explain_word",
+        "/choose_word",
+        "/show_words",
+        "/compare",
+        "/search",
+        "/search_explain_image",
+        "/search_explain_word",
+    } <= names
 
 
 def test_match_then_explain_other_caption_without_recomputing(app):
@@ -71,32 +81,81 @@ def test_match_then_explain_other_caption_without_recomputing(app):
     assert "zebra" in notices
     rows = table["data"]
     assert [r[0] for r in rows] == [1, 2, 3]
-    scores = [r[3] for r in rows]
+    scores = [r[2] for r in rows]
     assert scores == sorted(scores, reverse=True)
-    for path in (chart, regions, out[6], out[9], out[10], out[11], out[12]):
+    for path in (chart, regions, out[6], out[9], out[10], out[11], out[13]):
         assert Path(path).is_file() and Path(path).stat().st_size > 1000
-    assert len(out[8]) >= 3  # one thumbnail per word of the best caption
+    assert len(out[8]) == 2  # one thumbnail per content word of the best caption
+    assert "S_G2G" in out[14] and "image context" in out[12]
     calls = pipe.extractor.calls
     other = next(v for label, v in cap_sel["choices"] if "zebra" in label)
     step = c.predict(other, api_name="/explain_caption")
-    assert [w for w, _ in step[0]["choices"]] == ["a", "blue", "zebra?", "square"]
+    assert [w for w, _ in step[0]["choices"]] == ["blue", "zebra?", "square"]
     heat, summary, matrix = c.predict(other, 2, api_name="/explain_word")
     assert "zebra?" in summary and Path(heat).is_file() and Path(matrix).is_file()
+    # the switch lists the function words too, in the same session
+    picker, thumbs = c.predict(other, 2, True, api_name="/show_words")
+    assert [w for w, _ in picker["choices"]] == ["a", "blue", "zebra?", "square"]
+    assert len(thumbs) == 4
     assert pipe.extractor.calls == calls  # the detector did not run again
 
 
-def test_search_ranks_images(app):
-    url, tmp, _ = app
-    out = _client(url).predict(
+def test_search_ranks_images_and_explains_any_of_them(app):
+    url, tmp, pipe = app
+    c = _client(url)
+    out = c.predict(
         [handle_file(str(tmp / "a.png")), handle_file(str(tmp / "b.png"))],
         "a red circle",
         api_name="/search",
     )
-    notices, gallery, table, thumbs, heat = out
+    notices, gallery, table, image_sel = out[:4]
     assert len(gallery) == 2 and gallery[0]["caption"].startswith("1. ")
+    assert "S " in gallery[0]["caption"] and "L2L" in gallery[1]["caption"]  # scores on labels
     scores = [r[2] for r in table["data"]]
     assert scores == sorted(scores, reverse=True)
-    assert len(thumbs) == 3 and Path(heat).is_file()
+    assert len(out[4 + 3]) == 2 and Path(out[4 + 1]).is_file()  # thumbnails, heatmap
+    calls = pipe.extractor.calls
+    runner_up = image_sel["choices"][1][1]
+    step = c.predict(runner_up, api_name="/search_explain_image")
+    assert len(step) == 10 and Path(step[1]).is_file()
+    assert "Against the best image" in step[9]
+    heat, summary, _ = c.predict(runner_up, 2, api_name="/search_explain_word")
+    assert "circle" in summary and Path(heat).is_file()
+    assert pipe.extractor.calls == calls  # the stored regions, no new detection
+
+
+def test_scene_events_check_what_the_api_sends(app):
+    url, _, _ = app
+    c = _client(url)
+    with pytest.raises(AppError, match="Draw a scene first"):
+        c.predict(api_name="/scene_to_match")
+    with pytest.raises(AppError, match="Choose a place"):
+        c.predict(*(["middle left"] * 4 + ["/etc/passwd"]), api_name="/scene_mirror")
+    with pytest.raises(AppError, match="unknown colour"):
+        rows = [True, "circle", "mauve", "large", "solid", "center"]
+        rows += [False, "star", "red", "small", "solid", "top left"] * 4
+        c.predict(*rows, "light", "grey", "plain", api_name="/scene_draw")
+
+
+def test_compare_marks_the_changed_words_and_the_steps(app):
+    url, tmp, _ = app
+    out = _client(url).predict(
+        handle_file(str(tmp / "a.png")),
+        "a red circle left of a blue square",
+        "a blue circle left of a red square",
+        api_name="/compare",
+    )
+    notices, words_a, words_b, table, chart, text, pairs = out
+    changed = [t["token"] for t in words_a if t["class_or_confidence"] == "changed"]
+    assert changed == ["red", "blue"]
+    assert [r[0] for r in table["data"]][0].startswith("S")
+    gap = table["data"][0][3]
+    assert ("A scores higher" in text) == (gap > 0.001) and "Words that differ" in text
+    assert Path(chart).is_file() and Path(pairs).is_file()  # the two word pairs, stacked
+    with pytest.raises(AppError, match="the same as the model reads them"):
+        _client(url).predict(
+            handle_file(str(tmp / "a.png")), "A red circle", "a  red circle", api_name="/compare"
+        )
 
 
 @pytest.mark.parametrize(
@@ -146,7 +205,8 @@ def test_eight_concurrent_clients_all_served(app):
     assert len(outs) == 8
     for i, out in enumerate(outs):
         captions = {row[1] for row in out[1]["data"]}
-        assert captions == {"a red circle", f"a blue square number {i}"}  # no cross-talk
+        # no cross-talk (the table shows the captions as the model reads them)
+        assert captions == {"a red circle", f"a blue square number? {i}?"}
     assert time.perf_counter() - t0 < 120
 
 

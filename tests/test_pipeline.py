@@ -257,6 +257,37 @@ def test_search_ranks_images_and_skips_bad_files(pipe, tmp_path):
     assert abs(best.scores["total"] - r.scores[r.order[0], 0]) < 1e-4
 
 
+def test_search_explains_any_image_on_demand_from_its_stored_regions(pipe):
+    r = pipe.search([scene(seed=s) for s in range(3)], "a red circle")
+    assert [e is not None for e in r.explanations].count(True) == 1  # only the best, at first
+    calls = pipe.extractor.calls
+    for i in range(3):
+        e = pipe.explain_image(r, i)
+        assert e is pipe.explain_image(r, i)  # computed once, then kept
+        assert abs(e.scores["total"] - r.scores[i, 0]) < 1e-4  # what the ranking says
+        assert e.boxes.shape[0] == len(r.regions[i])
+    assert pipe.extractor.calls == calls  # no new detection
+    with pytest.raises(InputError, match="ranked images"):
+        pipe.explain_image(r, 3)
+
+
+def test_same_words_in_another_order_are_pointed_out(pipe, img_path):
+    r = pipe.match(
+        img_path,
+        "a red circle left of a blue square\na blue square left of a red circle\na red circle",
+    )
+    said = [n for n in r.notices if "same words in another order" in n]
+    assert len(said) == 1 and said[0].startswith("Captions 1 and 2")
+    assert f"{r.scores[0, 0]:.3f}" in said[0] and f"{r.scores[1, 0]:.3f}" in said[0]
+    plain = pipe.match(img_path, "a red circle\na blue square")
+    assert not [n for n in plain.notices if "another order" in n]
+
+
+def test_vocabulary_lists_the_models_words(pipe):
+    words = pipe.vocabulary()
+    assert "circle" in words and "<unk>" not in words and "<pad>" not in words
+
+
 def test_search_with_padding_matches_single_scores(pipe):
     """Images with different region counts are padded together: padding must not change scores."""
     a, b = scene(seed=1), scene((90, 300), seed=2)

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from demo import render, ui
+from demo import render, ui, views
 from demo.pipeline import InputError
+from demo.tabs.common import friendly
 from shan.explain import box_heatmap
-from tests.app_fixtures import REPO, make_pipeline, scene
+from tests.app_fixtures import REPO, make_pipeline, scene, synthetic_calibration
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_every_attention_picture_uses_the_one_map(result):
     assert render.MATRIX_CMAP is render.HEAT_CMAP
     e = result.explanations[0]
     assert render.HEAT_CMAP.name == "shan_heat"
-    big = ui.word_heatmap(result.image, e, 1)
+    big = views.word_heatmap(result.image, e, 1)
     # the right-hand half holds the heat panel: its coloured pixels are colours of the map
     panel = big[60:-20, big.shape[1] // 2 : int(big.shape[1] * 0.8)].reshape(-1, 3).astype(float)
     chroma = panel.max(1) - panel.min(1)
@@ -154,49 +155,57 @@ def test_every_attention_picture_uses_the_one_map(result):
 
 
 def test_every_view_is_a_picture(result):
-    views = ui.match_views(result)
-    table, chart, regions, cap_update = views[:4]
-    assert list(table.columns) == ui.TABLE_HEADERS
+    v = views.match_views(result)
+    assert set(v) == set(views.MATCH_VIEWS)
+    table = v["table"]
+    assert list(table.columns) == views.TABLE_HEADERS
     assert list(table["S"]) == sorted(table["S"], reverse=True)
-    assert "zebra?" in " ".join(table["As the model reads it"])
-    assert _is_picture(chart) and _is_picture(regions)
-    assert cap_update["value"] == result.order[0]
-    word_upd, heat, word_md, thumbs, matrix, s2_pic, s2_bars, s3_chart, s3_md = views[4:]
+    assert "zebra?" in " ".join(table[views.TABLE_HEADERS[1]])
+    assert _is_picture(v["chart"]) and _is_picture(v["regions"])
+    assert v["caption_choices"].value == result.order[0]
     expl = result.explanations[result.order[0]]
-    assert [c[0] for c in word_upd["choices"]] == expl.display_words
-    for pic in (heat, matrix, s2_pic, s2_bars, s3_chart):
-        assert _is_picture(pic)
-    assert len(thumbs) == len(expl.words) and all(_is_picture(t[0]) for t in thumbs)
-    assert "S_G2G" in s3_md and f"{expl.scores['total']:.3f}" in s3_md
-    assert "looks most at" in word_md
+    # the word picker lists the content words only (function words behind the switch)
+    listed = [label for label, _ in v["word_choices"].choices]
+    assert listed == [w for w in expl.display_words if w not in ("a", "of")]
+    for name in ("heatmap", "matrix", "step2_regions", "step2_words", "step3_chart"):
+        assert _is_picture(v[name]), name
+    assert len(v["thumbnails"]) == len(listed) and all(_is_picture(t[0]) for t in v["thumbnails"])
+    s3 = v["step3_text"]
+    assert "S_G2G" in s3 and f"{expl.scores['total']:.3f}" in s3
+    assert "looks most at" in v["word_summary"]
+    assert "image context attends most" in v["step2_text"]
 
 
 def test_caption_views_follow_the_caption(result):
     m = 1  # "a purple zebra"
-    views = ui.caption_views(result, m)
-    labels = [c[0] for c in views[0]["choices"]]
-    assert labels == ["a", "purple?", "zebra?"]
-    assert views[0]["value"] in (0, 1, 2)
-    assert "unknown word" in ui.word_summary(result.explanations[m], 2)
+    v = views.caption_views(result, m, j=2)
+    assert [c[0] for c in v["word_choices"].choices] == ["purple?", "zebra?"]
+    every = views.caption_views(result, m, j=2, all_words=True)
+    assert [c[0] for c in every["word_choices"].choices] == ["a", "purple?", "zebra?"]
+    assert len(every["thumbnails"]) == 3 and len(v["thumbnails"]) == 2
+    # the chosen word is always listed, even a function word with the switch off
+    chosen = views.caption_views(result, m, j=0)["word_choices"]
+    assert chosen.value == 0 and [c[0] for c in chosen.choices] == ["a", "purple?", "zebra?"]
+    assert "unknown word" in views.word_summary(result.explanations[m], 2)
 
 
 def test_default_word_skips_stopwords_and_punctuation(result):
     e = result.explanations[0]  # "a red circle left of a blue square"
-    assert e.words[ui.default_word(e)] not in {"a", "of", "."}
+    assert e.words[views.default_word(e)] not in {"a", "of", "."}
 
 
 def test_rendering_in_threads_matches_sequential(result):
     """No shared mutable state: concurrent renders give the same pixels as one at a time."""
     e = result.explanations[0]
     jobs = [(j % len(e.words)) for j in range(6)]
-    seq = [ui.word_heatmap(result.image, e, j) for j in jobs]
+    seq = [views.word_heatmap(result.image, e, j) for j in jobs]
     with ThreadPoolExecutor(4) as pool:
-        par = list(pool.map(lambda j: ui.word_heatmap(result.image, e, j), jobs))
+        par = list(pool.map(lambda j: views.word_heatmap(result.image, e, j), jobs))
     for a, b in zip(seq, par):
         np.testing.assert_array_equal(a, b)
-    thumbs = ui.word_thumbnails(result.image, e)  # numpy + PIL text (a shared cached font)
+    thumbs = views.word_thumbnails(result.image, e)  # numpy + PIL text (a shared cached font)
     with ThreadPoolExecutor(4) as pool:
-        again = list(pool.map(lambda _: ui.word_thumbnails(result.image, e), range(4)))
+        again = list(pool.map(lambda _: views.word_thumbnails(result.image, e), range(4)))
     for other in again:
         for (a, la), (b, lb) in zip(thumbs, other):
             assert la == lb
@@ -227,24 +236,6 @@ def test_charts_handle_edge_cases():
     assert thin.shape[0] >= 64 and thin.dtype == np.uint8
 
 
-def _synthetic_calibration(n: int = 30):
-    from shan.calibration import calibrate_scores
-
-    rng = np.random.default_rng(0)
-    match = (np.arange(5 * n)[None, :] // 5) == np.arange(n)[:, None]
-    mats = {}
-    for key, (mu1, mu0, sd) in {
-        "total": (1.2, 0.2, 0.2),
-        "l2l": (0.05, -0.3, 0.05),
-        "g2l": (0.75, 0.7, 0.05),
-        "g2g": (0.4, -0.5, 0.2),
-    }.items():
-        m = rng.normal(mu0, sd, match.shape)
-        m[match] += mu1 - mu0
-        mats[key] = m
-    return calibrate_scores(mats, source={"split": "synthetic test"})
-
-
 def _count_colour(pic: np.ndarray, hex_colour: str, tol: int = 12) -> int:
     rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
     return int((np.abs(pic.astype(int) - rgb).max(-1) <= tol).sum())
@@ -253,13 +244,13 @@ def _count_colour(pic: np.ndarray, hex_colour: str, tol: int = 12) -> int:
 def test_ranking_chart_shows_the_distributions_only_with_a_calibration():
     scores = np.array([[1.3, 0.06, 0.76, 0.5], [0.4, -0.2, 0.74, -0.3]])
     caps = ["a true caption", "its hard negative"]
-    with_cal = render.ranking_chart(caps, scores, _synthetic_calibration())
+    with_cal = render.ranking_chart(caps, scores, synthetic_calibration())
     without = render.ranking_chart(caps, scores, None)
     assert _count_colour(with_cal, render.MATCH_COLOR) > 200  # the true-pair boxes
     assert _count_colour(with_cal, render.NONMATCH_COLOR) > 200
     assert _count_colour(without, render.MATCH_COLOR) == 0
     assert "no calibration saved" in render.evidence_legend(None)
-    ev = render.evidence_chart(scores, _synthetic_calibration())
+    ev = render.evidence_chart(scores, synthetic_calibration())
     assert _count_colour(ev, render.MATCH_COLOR) > 100
 
 
@@ -273,28 +264,29 @@ def test_step2_pooling_drawn_as_bars_or_as_one_line_when_equal():
 
 
 def test_views_use_the_calibration_or_say_there_is_none(result):
-    cal = _synthetic_calibration()
-    plain = ui.match_views(result)
-    with_cal = ui.match_views(result, calibration=cal)
-    assert "No calibration saved with this model" in plain[-1]
-    assert "As evidence" in with_cal[-1] and "synthetic test split" in with_cal[-1]
-    assert plain[-1].startswith("**S_G2G")  # the browser test reads the summary's first words
-    assert _count_colour(with_cal[1], render.MATCH_COLOR) > 200
-    assert _count_colour(plain[1], render.MATCH_COLOR) == 0
+    cal = synthetic_calibration()
+    plain = views.match_views(result)
+    with_cal = views.match_views(result, calibration=cal)
+    assert "No calibration saved with this model" in plain["step3_text"]
+    assert "As evidence" in with_cal["step3_text"]
+    assert "synthetic test split" in with_cal["step3_text"]
+    assert plain["step3_text"].startswith("**S_G2G")  # the browser test reads the first words
+    assert _count_colour(with_cal["chart"], render.MATCH_COLOR) > 200
+    assert _count_colour(plain["chart"], render.MATCH_COLOR) == 0
 
     class WithCalibration:  # a result that carries its own calibration (as the pipeline may)
         def __getattr__(self, name):
             return cal if name == "calibration" else getattr(result, name)
 
-    assert "As evidence" in ui.match_views(WithCalibration())[-1]
+    assert "As evidence" in views.match_views(WithCalibration())["step3_text"]
 
 
 def test_friendly_errors():
-    @ui.friendly("testing")
+    @friendly("testing")
     def bad_input():
         raise InputError("Please enter at least one caption.")
 
-    @ui.friendly("testing")
+    @friendly("testing")
     def crash():
         raise RuntimeError("secret internal detail")
 
