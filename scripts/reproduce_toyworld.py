@@ -126,7 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "extract_batch": 16,
         "shan_epochs": 12,
         "shan_batch": 128,
-        "ablation_epochs": 3,
+        "ablation_epochs": 2,
         "grounding_images": 300,
         "pooling_images": 200,
         "time_budget": 6900.0,
