@@ -116,7 +116,7 @@ def test_thread_split_gives_the_same_scores(threads: int) -> None:
 def _bad_arguments():
     """(description, keyword changes) that the C code cannot take."""
     return [
-        ("float64 regions", lambda a: {"iv": a["iv"].double()}),
+        ("float64 bias", lambda a: {"ibias": a["ibias"].double()}),
         ("wrong shape", lambda a: {"tnorm": a["tnorm"][:, :-1].contiguous()}),
         ("non-contiguous", lambda a: {"ibias": a["ibias"].mT.contiguous().mT}),
         ("transposed mask", lambda a: {"imask": a["imask"].t().contiguous().t()}),
@@ -126,7 +126,8 @@ def _bad_arguments():
         ("empty image", lambda a: {"icnt": torch.zeros_like(a["icnt"])}),
         ("lambda above 40", lambda a: {"lam": 41.0}),
         ("affinities of other captions", lambda a: {"aff": a["aff"][:, :, :-1].contiguous()}),
-        ("2-d regions", lambda a: {"iv": a["iv"][0]}),
+        ("2-d regions", lambda a: {"isrc": a["isrc"][0]}),
+        ("odd width", lambda a: {"tsrc": a["tsrc"][..., :-1]}),
     ]
 
 

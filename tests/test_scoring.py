@@ -176,3 +176,28 @@ def test_names_that_moved_out_of_alignment_still_import() -> None:
     assert score_chunk is scoring.score_chunk and fused_cpu_available is fused_cpu.is_available
     with pytest.raises(AttributeError):
         alignment.no_such_name  # noqa: B018
+
+
+def test_checkpointing_default_keeps_intermediates_only_on_a_roomy_gpu() -> None:
+    """Recomputation (a second forward pass) is skipped only where every chunk's intermediates
+    fit in half the free accelerator memory; the CPU always recomputes."""
+    from shan.model.scoring import checkpoint_by_default
+
+    gpu = torch.device("cuda", 0)
+    assert not checkpoint_by_default(gpu, need_bytes=10 * 2**30, free_bytes=130 * 2**30)
+    assert checkpoint_by_default(gpu, need_bytes=10 * 2**30, free_bytes=16 * 2**30)
+    assert checkpoint_by_default(torch.device("cpu"), need_bytes=1, free_bytes=2**40)
+
+
+def test_gradients_equal_with_and_without_checkpointing() -> None:
+    """Recomputing chunks in the backward pass changes memory and time, never the gradients."""
+    img, txt = embeddings(seed=7)
+    grads = []
+    for ckpt in (True, False):
+        model = make_model()
+        v = img.regions.clone().requires_grad_(True)
+        s = model.score(ImageEmbeddings(v, img.mask), txt, img_chunk=2, grad_checkpoint=ckpt)
+        (s.total * torch.linspace(-1, 1, s.total.numel()).view_as(s.total)).sum().backward()
+        grads.append((v.grad, model.fuse_img.linear.weight.grad))
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

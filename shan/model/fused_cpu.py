@@ -70,13 +70,11 @@ SIGNATURE: tuple[tuple[str, object], ...] = (
     ("p1", "long"),
     ("ss", "long"),
     ("aff", ("nc", "k", "mc", "n")),
-    ("iv", ("nc", "k", "d")),
     ("ibias", ("nc", "k", "d2")),
     ("isrc", ("src", "nc", "k", "d2")),
     ("imask", ("nc", "k")),
     ("icnt", ("nc",)),
     ("inorm", ("nc", "k")),
-    ("tt", ("mc", "n", "d")),
     ("tbias", ("mc", "n", "d2")),
     ("tsrc", ("src", "mc", "n", "d2")),
     ("tmask", ("mc", "n")),
@@ -260,7 +258,7 @@ def _has_src_layout(x: torch.Tensor, ss: int) -> bool:
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """One worker pool per thread count (kept; safe when several threads score at once)."""
+    """One worker pool per size (kept; safe when several threads score at once)."""
     with _lock:
         pools = _state.setdefault("pools", {})
         if threads not in pools:
@@ -294,13 +292,11 @@ def _check(name: str, x: object, shape: tuple[int, ...], layout: str, ss: int) -
 def score_pairs(
     *,
     aff: torch.Tensor,
-    iv: torch.Tensor,
     ibias: torch.Tensor,
     isrc: torch.Tensor,
     imask: torch.Tensor,
     icnt: torch.Tensor,
     inorm: torch.Tensor,
-    tt: torch.Tensor,
     tbias: torch.Tensor,
     tsrc: torch.Tensor,
     tmask: torch.Tensor,
@@ -317,11 +313,11 @@ def score_pairs(
 
     Args:
         aff: ``(nc, k, mc, n)`` step-1 cosine affinities.
-        iv: ``(nc, k, d)`` regions (padding zero); ibias: ``(nc, k, 2d)`` =
-            ``[-v ; -(W_own v + b)]``; isrc: ``(nc, k, 2d)`` = ``[v ; -W_att v]`` with rows
-            :func:`src_stride` floats apart; imask: ``(nc, k)`` 0/1; icnt: ``(nc,)`` real regions
-            (>= 1); inorm: ``(nc, k)`` region norms.
-        tt, tbias, tsrc, tmask, tcnt, tnorm: the same for the captions, ``(mc, n, ...)``.
+        ibias: ``(nc, k, 2d)`` = ``[-v ; -(W_own v + b)]`` (the kernel reads the second half);
+            isrc: ``(nc, k, 2d)`` = ``[v ; -W_att v]`` with rows :func:`src_stride` floats apart
+            (the kernel reads the regions ``v``, zero-padded, from its first half); imask:
+            ``(nc, k)`` 0/1; icnt: ``(nc,)`` real regions (>= 1); inorm: ``(nc, k)`` ``|v_i|``.
+        tbias, tsrc, tmask, tcnt, tnorm: the same for the captions, ``(mc, n, ...)``.
         wi, wt: ``(d,)`` the image / text context-pooling vectors.
         mu: step-1 mixing weight; lam: the temperature (``<= MAX_SMOOTH``).
 
@@ -340,13 +336,11 @@ def score_pairs(
         raise FusedKernelArgumentError(f"fused SHAN kernel: lam must lie in (0, 40], got {lam}")
     tensors = {
         "aff": aff,
-        "iv": iv,
         "ibias": ibias,
         "isrc": isrc,
         "imask": imask,
         "icnt": icnt,
         "inorm": inorm,
-        "tt": tt,
         "tbias": tbias,
         "tsrc": tsrc,
         "tmask": tmask,
@@ -355,11 +349,15 @@ def score_pairs(
         "wi": wi,
         "wt": wt,
     }
-    for name in ("iv", "tt"):
-        if not isinstance(tensors[name], torch.Tensor) or tensors[name].dim() != 3:
-            raise FusedKernelArgumentError(f"fused SHAN kernel: {name!r} must be a 3-d tensor")
-    nc, k, d = iv.shape
-    mc, n, _ = tt.shape
+    for name in ("isrc", "tsrc"):
+        x = tensors[name]
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[2] % 2:
+            raise FusedKernelArgumentError(
+                f"fused SHAN kernel: {name!r} must be a 3-d tensor (B, L, 2d)"
+            )
+    nc, k, d2 = isrc.shape
+    mc, n, _ = tsrc.shape
+    d = d2 // 2
     dims = {"nc": nc, "mc": mc, "k": k, "n": n, "d": d, "d2": 2 * d}
     ss = src_stride(d)
     out = torch.empty(3, nc, mc)
@@ -390,7 +388,9 @@ def score_pairs(
         call = dict(scalars, p0=cuts[i], p1=cuts[i + 1])
         return fn(*(call[a] if isinstance(a, str) else a for a in args))
 
-    codes = [run(0)] if threads == 1 else list(_pool(threads).map(run, range(threads)))
+    # the calling thread takes the first share itself (one thread fewer to wake and wait for)
+    others = [_pool(threads - 1).submit(run, i) for i in range(1, threads)] if threads > 1 else []
+    codes = [run(0)] + [f.result() for f in others]
     if any(codes):
         raise FusedKernelError("fused SHAN kernel: out of memory for its scratch buffer")
     return out[0], out[1], out[2]

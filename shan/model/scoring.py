@@ -115,13 +115,11 @@ def kernel_arguments(
 
     return dict(
         aff=plain(aff),
-        iv=plain(img.v),
         ibias=plain(img.fuse_bias),
         isrc=src(img.att_src),
         imask=plain(img.mask),
         icnt=plain(img.count),
         inorm=plain(img.norm),
-        tt=plain(txt.t),
         tbias=plain(txt.fuse_bias),
         tsrc=src(txt.att_src),
         tmask=plain(txt.mask),
@@ -353,6 +351,24 @@ def score_chunk(
     return s_l2l, s_g2l, s_g2g
 
 
+def checkpoint_by_default(
+    device: torch.device, need_bytes: int, free_bytes: int | None = None
+) -> bool:
+    """Whether scoring with gradients recomputes each chunk in the backward pass by default.
+
+    Without recomputation the torch path keeps about ``3 (k + n) d`` floats per pair for the
+    backward pass (the fusion GEMM's output and its GLU) — ``need_bytes`` for the whole call, about
+    10 GB for a Flickr30K batch of 128 at d = 1024 in float32. On a GPU with at least twice that
+    free (``free_bytes``, default ``torch.cuda.mem_get_info``), keeping it saves the second forward
+    pass (about a third of a training step); elsewhere, and on the CPU, memory wins.
+    """
+    if device.type != "cuda":
+        return True
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return 2 * need_bytes > free_bytes
+
+
 def score_all_pairs(
     v: torch.Tensor,
     v_mask: torch.Tensor,
@@ -376,8 +392,10 @@ def score_all_pairs(
         p: the alignment parameters; use_l2l / use_context / use_g2g: as :func:`score_chunk`.
         img_chunk, txt_chunk: chunk sizes (default 16 x 32 on the CPU, 64 x 32 with the fused
             CPU kernel, 64 x 128 on an accelerator).
-        grad_checkpoint: recompute each chunk in the backward pass (default: when gradients are
-            enabled), which bounds the memory of training to one chunk's intermediates.
+        grad_checkpoint: recompute each chunk in the backward pass, which bounds the memory of
+            training to one chunk's intermediates at the cost of a second forward pass (default:
+            when gradients are enabled, except on a GPU with room for every chunk's
+            intermediates, see :func:`checkpoint_by_default`).
         timings: receives the seconds spent preparing images / captions (``"prepare"``) and
             scoring pairs (``"pairs"``), added to what it holds.
 
@@ -414,7 +432,10 @@ def score_all_pairs(
     if img_chunk < 1 or txt_chunk < 1:
         raise ValueError("img_chunk and txt_chunk must be >= 1")
     if grad_checkpoint is None:
-        grad_checkpoint = torch.is_grad_enabled()
+        rows = v.shape[1] + t.shape[1]
+        grad_checkpoint = torch.is_grad_enabled() and checkpoint_by_default(
+            v.device, v.shape[0] * t.shape[0] * rows * 3 * v.shape[2] * 4
+        )
     n_img, n_txt = len(pi), t.shape[0]
     workspace: dict = {}
 
@@ -457,4 +478,5 @@ __all__ = [
     "score_chunk",
     "score_all_pairs",
     "kernel_arguments",
+    "checkpoint_by_default",
 ]

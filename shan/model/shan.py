@@ -224,7 +224,8 @@ class SHAN(nn.Module):
         plus one pair's scratch per thread. Besides, the
         prepared images (6 d-vectors per region, once per call) and one caption block stay
         resident. With gradients enabled each chunk is recomputed in the backward pass
-        (``grad_checkpoint``, default: on when gradients are enabled) to bound memory.
+        (``grad_checkpoint``) to bound memory; by default except on a GPU with room for every
+        chunk's intermediates (:func:`shan.model.scoring.checkpoint_by_default`).
 
         ``timings``, when given, receives the seconds spent preparing images / captions
         (``"prepare"``, per-image and per-caption work) and scoring pairs (``"pairs"``); on CUDA

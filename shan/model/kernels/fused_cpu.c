@@ -7,11 +7,19 @@
  * declares shan_pairs' signature once and checks every argument before the call: keep the two in
  * step (tests/test_fused_cpu.py compares them).
  *
+ * Where the time goes (one pair, k = 36 regions, n = 12 words, d = 1024): the two attended products
+ * of step 2 (k n 2d multiply-adds per side, register-blocked 2 rows x 64 columns, at the FMA
+ * units' peak), then per fused element a sigmoid and a few FMAs. Everything else (softmaxes,
+ * pooling, global-to-local attention, cosines) is O((k + n) d) and kept out of memory round trips:
+ * the pooling logits are summed while each 64-column block of fused rows is still in L1, and
+ * weighted sums accumulate in registers.
+ *
  * C99 + GCC vector extensions; built without -ffast-math (which would switch the whole process to
  * flush-to-zero), with the individual flags listed in fused_cpu.py. */
 #include <math.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
 #include <immintrin.h>
+#define SHAN_AVX512 1
 #endif
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +29,7 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 typedef int vi16 __attribute__((vector_size(64)));
 
 #define EPS 1e-8f
+#define LOG2E 1.44269504088896341f
 
 static inline v16 ld(const float *p) { return *(const v16u *)p; }
 static inline void st(float *p, v16 v) { *(v16u *)p = v; }
@@ -30,46 +39,60 @@ static inline float hsum(v16 v) {
     for (int i = 0; i < 16; i++) s += v[i];
     return s;
 }
+static inline v16 vmin(v16 a, v16 b) {
+#if defined(SHAN_AVX512)
+    return (v16)_mm512_min_ps((__m512)a, (__m512)b);
+#else
+    const vi16 lt = a < b;
+    return (v16)((lt & (vi16)a) | (~lt & (vi16)b));
+#endif
+}
+static inline v16 vmax(v16 a, v16 b) {
+    const vi16 gt = a > b;
+    return (v16)((gt & (vi16)a) | (~gt & (vi16)b));
+}
 
-/* 2^f for |f| <= 1/2: degree-6 polynomial (relative error ~2e-7). */
+/* 2^f for 0 <= f < 1: degree-6 polynomial (relative error < 1e-8 before float32 rounding). */
 static inline v16 exp2_poly(v16 f) {
-    v16 p = splat(1.54035304e-4f);
-    p = p * f + splat(1.33335581e-3f);
-    p = p * f + splat(9.61812911e-3f);
-    p = p * f + splat(5.55041087e-2f);
-    p = p * f + splat(2.40226507e-1f);
-    p = p * f + splat(6.93147181e-1f);
-    p = p * f + splat(1.0f);
+    v16 p = splat(2.170225543e-4f);
+    p = p * f + splat(1.243968840e-3f);
+    p = p * f + splat(9.678840859e-3f);
+    p = p * f + splat(5.548334210e-2f);
+    p = p * f + splat(2.402298362e-1f);
+    p = p * f + splat(6.931469838e-1f);
+    p = p * f + splat(1.000000002f);
     return p;
 }
 
-/* 1 / (1 + exp(-g)), exp via exp2_poly and an exponent scale. */
-static inline v16 vsigmoid(v16 g) {
-#if defined(__AVX512F__) && !defined(SHAN_NO_RCP)
-    /* exp(-g) = 2^r * 2^f (r = round(-g log2 e), |f| <= 1/2) with VSCALEFPS doing the 2^r: no
-     * integer conversions, and only the overflow side needs a clamp (den stays finite). */
-    const __m512 t = _mm512_min_ps(_mm512_mul_ps((__m512)g, _mm512_set1_ps(-1.44269504088896341f)),
-                                   _mm512_set1_ps(126.f));
-    const __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const v16 f = (v16)_mm512_sub_ps(t, r);
-    const v16 p = exp2_poly(f);
-    const v16 den = splat(1.f) + (v16)_mm512_scalef_ps((__m512)p, r);
-    /* reciprocal estimate (14 bits) + one Newton step: ~1e-7 relative error, no division */
-    v16 rc = (v16)_mm512_rcp14_ps((__m512)den);
-    return rc * (splat(2.f) - den * rc);
+/* 2^t for t <= 126 (t far below -126 gives 0, or a tiny number on the portable path). */
+static inline v16 vexp2(v16 t) {
+#if defined(SHAN_AVX512)
+    /* f = t - floor(t) in one VREDUCEPS; VSCALEFPS multiplies by 2^floor(t): no integer
+     * conversions, and underflow goes gracefully to zero */
+    const __m512 f = _mm512_reduce_ps((__m512)t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    return (v16)_mm512_scalef_ps((__m512)exp2_poly((v16)f), (__m512)t);
 #else
-    v16 x = -g;
-    vi16 lo = x < splat(-87.f), hi = x > splat(87.f);
-    x = (v16)((lo & (vi16)splat(-87.f)) | (~lo & (vi16)x));
-    x = (v16)((hi & (vi16)splat(87.f)) | (~hi & (vi16)x));
-    v16 t = x * splat(1.44269504088896341f);
-    vi16 n = __builtin_convertvector(t + splat(128.5f), vi16) - 128;
-    v16 f = t - __builtin_convertvector(n, v16);
-    const v16 p = exp2_poly(f);
-    v16 scale = (v16)((n + 127) << 23);
-    return splat(1.f) / (splat(1.f) + p * scale);
+    t = vmax(t, splat(-126.f));
+    const vi16 n = __builtin_convertvector(t + splat(128.f), vi16) - 128; /* floor(t) */
+    const v16 f = t - __builtin_convertvector(n, v16);
+    return exp2_poly(f) * (v16)((n + 127) << 23);
 #endif
 }
+
+/* 1 / (1 + exp(-g)) */
+static inline v16 vsigmoid(v16 g) {
+    /* the clamp keeps 1 + 2^t finite (t = 126 already makes the sigmoid 0 in float32) */
+    const v16 den = splat(1.f) + vexp2(vmin(g * splat(-LOG2E), splat(126.f)));
+#if defined(SHAN_AVX512)
+    /* reciprocal estimate (14 bits) + one Newton step: ~1e-7 relative error, no division */
+    const v16 rc = (v16)_mm512_rcp14_ps((__m512)den);
+    return rc * (splat(2.f) - den * rc);
+#else
+    return splat(1.f) / den;
+#endif
+}
+
+static inline float sigmoid1(float g) { return 1.f / (1.f + expf(-g)); }
 
 /* a . b with four independent vector accumulators (the FMA latency, not throughput, bounds a
  * single-accumulator dot product) */
@@ -88,143 +111,169 @@ static inline float dot(const float *a, const float *b, int d) {
     return s;
 }
 
-static inline float sigmoid1(float g) { return 1.f / (1.f + expf(-g)); }
-
-/* One side of step 2 for one pair: gated fusion, context pooling -> ctx (d); also the step-1
- * relevance mean over real rows (cos(x_i, star_i), star = the attended vector).
- * att(i, j) = att[i * ars + j * acs] (L rows x K), src (K x 2d) = [y ; -W_att y],
- * bias (L x 2d) = [-x ; -(W_own x + b)], x (L x d). Scratch: f (L x d) fused rows x^c,
- * u (d), wt (L), rv (2 L x 16), rows (L ints). */
-static void side(int L, int K, int d, const float *att, long ars, long acs, const float *src,
-                 long ss,
-                 const float *bias, const float *x, const float *mask, float cnt, const float *w,
-                 const float *xnorm, float *f, float *u, float *wt, float *rv, float *ctx,
-                 float *rel_mean, int *rows) {
-    const long d2 = 2L * d;
-    const int dv = (d % 64 == 0) ? d : 0; /* vector path for d multiple of 64 */
-    const float inv = 1.f / cnt;
-    float *rn = rv, *rs = rv + 16L * L; /* per-row partial dot products, 16 lanes each */
-    memset(rv, 0, sizeof(float) * 32 * (size_t)L);
-    int nreal = 0;
-    for (int i = 0; i < L; i++)
-        if (mask[i] != 0.f) rows[nreal++] = i;
-    for (int c0 = 0; c0 < dv; c0 += 64) {
-        v16 u0 = splat(0.f), u1 = u0, u2 = u0, u3 = u0;
-        /* two rows at a time: each src vector loaded once feeds 2 FMAs, 16 independent chains */
-        for (int r = 0; r < nreal; r += 2) {
-            const int ia = rows[r], ib = rows[r + 1 < nreal ? r + 1 : r];
-            const float *ba = bias + ia * d2 + c0, *bb = bias + ib * d2 + c0;
-            v16 s0 = ld(ba), s1 = ld(ba + 16), s2 = ld(ba + 32), s3 = ld(ba + 48);
-            v16 g0 = ld(ba + d), g1 = ld(ba + d + 16), g2 = ld(ba + d + 32), g3 = ld(ba + d + 48);
-            v16 q0 = ld(bb), q1 = ld(bb + 16), q2 = ld(bb + 32), q3 = ld(bb + 48);
-            v16 h0 = ld(bb + d), h1 = ld(bb + d + 16), h2 = ld(bb + d + 32), h3 = ld(bb + d + 48);
-            const float *aa = att + ia * ars, *ab = att + ib * ars;
-            for (int j = 0; j < K; j++) {
-                const v16 va = splat(aa[j * acs]), vb = splat(ab[j * acs]);
-                const float *sj = src + j * ss + c0;
-                const v16 y0 = ld(sj), y1 = ld(sj + 16), y2 = ld(sj + 32), y3 = ld(sj + 48);
-                const v16 z0 = ld(sj + d), z1 = ld(sj + d + 16), z2 = ld(sj + d + 32),
-                          z3 = ld(sj + d + 48);
-                s0 += va * y0; s1 += va * y1; s2 += va * y2; s3 += va * y3;
-                g0 += va * z0; g1 += va * z1; g2 += va * z2; g3 += va * z3;
-                q0 += vb * y0; q1 += vb * y1; q2 += vb * y2; q3 += vb * y3;
-                h0 += vb * z0; h1 += vb * z1; h2 += vb * z2; h3 += vb * z3;
-            }
-            for (int h = 0; h < 2; h++) {
-                if (h == 1 && r + 1 >= nreal) break;
-                const int i = h ? ib : ia;
-                if (h) { s0 = q0; s1 = q1; s2 = q2; s3 = q3; g0 = h0; g1 = h1; g2 = h2; g3 = h3; }
-                const float *xi = x + (long)i * d + c0;
-                float *fi = f + (long)i * d + c0;
-                v16 x0 = ld(xi), x1 = ld(xi + 16), x2 = ld(xi + 32), x3 = ld(xi + 48);
-                v16 t0 = s0 + x0, t1 = s1 + x1, t2 = s2 + x2, t3 = s3 + x3; /* attended vector */
-                st(rn + 16L * i, ld(rn + 16L * i) + t0 * x0 + t1 * x1 + t2 * x2 + t3 * x3);
-                st(rs + 16L * i, ld(rs + 16L * i) + t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3);
-                /* fused x^c = x + (1 - g) (star - x) */
-                v16 f0 = x0 + s0 * vsigmoid(g0), f1 = x1 + s1 * vsigmoid(g1);
-                v16 f2 = x2 + s2 * vsigmoid(g2), f3 = x3 + s3 * vsigmoid(g3);
-                st(fi, f0); st(fi + 16, f1); st(fi + 32, f2); st(fi + 48, f3);
-                u0 += f0; u1 += f1; u2 += f2; u3 += f3;
-            }
-        }
-        const v16 sc = splat(inv);
-        st(u + c0, u0 * sc * ld(w + c0)); st(u + c0 + 16, u1 * sc * ld(w + c0 + 16));
-        st(u + c0 + 32, u2 * sc * ld(w + c0 + 32)); st(u + c0 + 48, u3 * sc * ld(w + c0 + 48));
-    }
-    for (int c = dv; c < d; c++) { /* scalar path (d not a multiple of 64) */
-        float uc = 0.f;
-        for (int i = 0; i < L; i++) {
-            if (mask[i] == 0.f) continue;
-            float s = bias[i * d2 + c], g = bias[i * d2 + d + c];
-            for (int j = 0; j < K; j++) {
-                const float a = att[i * ars + j * acs];
-                s += a * src[j * ss + c];
-                g += a * src[j * ss + d + c];
-            }
-            const float xv = x[(long)i * d + c], t = s + xv;
-            rn[16L * i] += t * xv;
-            rs[16L * i] += t * t;
-            const float fv = xv + s * sigmoid1(g);
-            f[(long)i * d + c] = fv;
-            uc += fv;
-        }
-        u[c] = uc * inv * w[c];
-    }
-    /* relevance mean; pooling weights softmax_i(f_i . u) and context, one pass (online softmax) */
-    float rsum = 0.f, mx = -3.0e38f, z = 0.f;
-    for (int c = 0; c < d; c++) ctx[c] = 0.f;
-    for (int i = 0; i < L; i++) {
-        if (mask[i] == 0.f) continue;
-        const float num = hsum(ld(rn + 16L * i)), sq = hsum(ld(rs + 16L * i));
-        const float den = xnorm[i] * sqrtf(sq > 0.f ? sq : 0.f);
-        rsum += num / (den > EPS ? den : EPS);
-        const float *fi = f + (long)i * d;
-        const float l = dot(fi, u, d);
-        if (l > mx) {
-            const float r = expf(mx - l);
-            for (int c = 0; c < d; c++) ctx[c] *= r;
-            z *= r;
-            mx = l;
-        }
-        const float a = expf(l - mx);
-        z += a;
-        for (int c = 0; c < d; c++) ctx[c] += a * fi[c];
-        wt[i] = a;
-    }
-    *rel_mean = rsum * inv;
-    const float iz = 1.f / z;
-    for (int c = 0; c < d; c++) ctx[c] *= iz;
-}
-
-/* Global-to-local attention: context q (d) over rows y (L x d): softmax_i(lam cos(q, y_i)) over
- * real rows, returns the attended vector in out (d). */
-static void g2l_attend(int L, int d, const float *q, const float *y, const float *ynorm,
-                       const float *mask, float lam, float *wt, float *out) {
-    const float qn = sqrtf(dot(q, q, d));
-    float mx = -3.0e38f, z = 0.f;
-    for (int i = 0; i < L; i++) {
-        if (mask[i] == 0.f) continue;
-        const float den = qn * ynorm[i];
-        wt[i] = lam * dot(q, y + (long)i * d, d) / (den > EPS ? den : EPS);
-        if (wt[i] > mx) mx = wt[i];
-    }
-    for (int i = 0; i < L; i++) {
-        if (mask[i] == 0.f) continue;
-        wt[i] = expf(wt[i] - mx);
-        z += wt[i];
-    }
-    for (int c = 0; c < d; c++) out[c] = 0.f;
-    for (int i = 0; i < L; i++) {
-        if (mask[i] == 0.f) continue;
-        const float a = wt[i] / z;
-        const float *yi = y + (long)i * d;
-        for (int c = 0; c < d; c++) out[c] += a * yi[c];
-    }
-}
-
 static float cosv(const float *a, const float *b, int d) {
     const float den = sqrtf(dot(a, a, d)) * sqrtf(dot(b, b, d));
     return dot(a, b, d) / (den > EPS ? den : EPS);
+}
+
+/* out = sum_r wt[rows[r]] * y_{rows[r]} over the listed rows (rows ys floats apart), accumulated
+ * in registers 64 columns at a time. */
+static void weighted_sum(int nrows, const int *rows, const float *wt, const float *y, long ys,
+                         int d, float *out) {
+    const int dv = d - d % 64;
+    for (int c0 = 0; c0 < dv; c0 += 64) {
+        v16 a0 = splat(0.f), a1 = a0, a2 = a0, a3 = a0;
+        for (int r = 0; r < nrows; r++) {
+            const float *yi = y + rows[r] * ys + c0;
+            const v16 a = splat(wt[rows[r]]);
+            a0 += a * ld(yi); a1 += a * ld(yi + 16); a2 += a * ld(yi + 32); a3 += a * ld(yi + 48);
+        }
+        st(out + c0, a0); st(out + c0 + 16, a1); st(out + c0 + 32, a2); st(out + c0 + 48, a3);
+    }
+    for (int c = dv; c < d; c++) {
+        float a = 0.f;
+        for (int r = 0; r < nrows; r++) a += wt[rows[r]] * y[rows[r] * ys + c];
+        out[c] = a;
+    }
+}
+
+/* Softmax over the listed rows, in place in wt (entries of other rows are left alone). */
+static void softmax_rows(int nrows, const int *rows, float *wt) {
+    float mx = -3.0e38f, z = 0.f;
+    for (int r = 0; r < nrows; r++) mx = wt[rows[r]] > mx ? wt[rows[r]] : mx;
+    for (int r = 0; r < nrows; r++) {
+        wt[rows[r]] = expf(wt[rows[r]] - mx);
+        z += wt[rows[r]];
+    }
+    const float iz = 1.f / z;
+    for (int r = 0; r < nrows; r++) wt[rows[r]] *= iz;
+}
+
+static int real_rows(int L, const float *mask, int *rows) {
+    int nreal = 0;
+    for (int i = 0; i < L; i++)
+        if (mask[i] != 0.f) rows[nreal++] = i;
+    return nreal;
+}
+
+/* One side of steps 1-2 for one pair: the L own rows x (ss floats apart) attend to the K rows y of
+ * the other modality with the step-1 attention att (L x K, row-major). Computes the fused rows
+ * x^c_i = x_i + (1 - g_i) (star_i - x_i), star_i = sum_j att_ij y_j, the step-1 relevance mean of
+ * cos(x_i, star_i) over real rows (returned), and the context ctx (d) by attention pooling.
+ * src (K rows, ss floats apart) = [y ; -W_att y]; own (L rows, os floats apart) = -(W_own x + b).
+ * Scratch: f (L x d) fused rows, part (3 x 16 L) lane partials, wt (L), rows (L ints). */
+static float side(int L, int K, int d, const float *att, const float *src, const float *x, long ss,
+                  const float *own, long os, const float *mask, float cnt, const float *w,
+                  const float *xnorm, float *f, float *part, float *wt, int *rows, float *ctx) {
+    const int dv = d - d % 32; /* columns done 32 at a time; the rest one by one */
+    const float inv = 1.f / cnt;
+    float *rn = part, *rs = part + 16L * L, *lg = part + 32L * L; /* x.star, |star|^2, logits */
+    memset(part, 0, sizeof(float) * 48 * (size_t)L);
+    const int nreal = real_rows(L, mask, rows);
+    for (int c0 = 0; c0 < dv; c0 += 32) {
+        v16 u0 = splat(0.f), u1 = u0;
+        /* four rows x 32 columns at a time: each src vector loaded once feeds 4 FMAs, 16
+         * independent accumulators [star ; gate pre-activation] x 2 vectors x 4 rows */
+        for (int r = 0; r < nreal; r += 4) {
+            int ir[4];
+            for (int t = 0; t < 4; t++) ir[t] = rows[r + t < nreal ? r + t : r];
+            const float *a0 = att + (long)ir[0] * K, *a1 = att + (long)ir[1] * K;
+            const float *a2 = att + (long)ir[2] * K, *a3 = att + (long)ir[3] * K;
+            const float *o0 = own + ir[0] * os + c0, *o1 = own + ir[1] * os + c0;
+            const float *o2 = own + ir[2] * os + c0, *o3 = own + ir[3] * os + c0;
+            v16 s00 = splat(0.f), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00,
+                s30 = s00, s31 = s00;
+            v16 g00 = ld(o0), g01 = ld(o0 + 16), g10 = ld(o1), g11 = ld(o1 + 16), g20 = ld(o2),
+                g21 = ld(o2 + 16), g30 = ld(o3), g31 = ld(o3 + 16);
+            for (int j = 0; j < K; j++) {
+                const float *sj = src + j * ss + c0;
+                const v16 y0 = ld(sj), y1 = ld(sj + 16), z0 = ld(sj + d), z1 = ld(sj + d + 16);
+                v16 a = splat(a0[j]);
+                s00 += a * y0; s01 += a * y1; g00 += a * z0; g01 += a * z1;
+                a = splat(a1[j]);
+                s10 += a * y0; s11 += a * y1; g10 += a * z0; g11 += a * z1;
+                a = splat(a2[j]);
+                s20 += a * y0; s21 += a * y1; g20 += a * z0; g21 += a * z1;
+                a = splat(a3[j]);
+                s30 += a * y0; s31 += a * y1; g30 += a * z0; g31 += a * z1;
+            }
+            /* per row: s = star_i (attended vector): relevance partials, and the fused
+             * x^c = x + (1 - g) (star - x) with 1 - g = sigmoid(-pre) */
+#define SHAN_FUSE_ROW(I, S0, S1, G0, G1)                                                       \
+    do {                                                                                       \
+        const float *xi = x + (I) * ss + c0;                                                   \
+        float *fi = f + (long)(I) * d + c0, *rni = rn + 16L * (I), *rsi = rs + 16L * (I);       \
+        const v16 x0 = ld(xi), x1 = ld(xi + 16);                                               \
+        st(rni, ld(rni) + S0 * x0 + S1 * x1);                                                  \
+        st(rsi, ld(rsi) + S0 * S0 + S1 * S1);                                                  \
+        const v16 f0 = x0 + (S0 - x0) * vsigmoid(G0), f1 = x1 + (S1 - x1) * vsigmoid(G1);     \
+        st(fi, f0);                                                                            \
+        st(fi + 16, f1);                                                                       \
+        u0 += f0;                                                                              \
+        u1 += f1;                                                                              \
+    } while (0)
+            SHAN_FUSE_ROW(ir[0], s00, s01, g00, g01);
+            if (r + 1 < nreal) SHAN_FUSE_ROW(ir[1], s10, s11, g10, g11);
+            if (r + 2 < nreal) SHAN_FUSE_ROW(ir[2], s20, s21, g20, g21);
+            if (r + 3 < nreal) SHAN_FUSE_ROW(ir[3], s30, s31, g30, g31);
+#undef SHAN_FUSE_ROW
+        }
+        /* the guide u = w * mean(x^c) is column-wise: this block's part is final, so the pooling
+         * logits x^c_i . u get this block's share while the fused rows are still in L1 */
+        const v16 w0 = u0 * splat(inv) * ld(w + c0), w1 = u1 * splat(inv) * ld(w + c0 + 16);
+        for (int r = 0; r < nreal; r++) {
+            const float *fi = f + (long)rows[r] * d + c0;
+            float *li = lg + 16L * rows[r];
+            st(li, ld(li) + ld(fi) * w0 + ld(fi + 16) * w1);
+        }
+    }
+    for (int c = dv; c < d; c++) { /* scalar columns (d not a multiple of 32) */
+        float uc = 0.f;
+        for (int r = 0; r < nreal; r++) {
+            const int i = rows[r];
+            float s = 0.f, g = own[i * os + c];
+            for (int j = 0; j < K; j++) {
+                const float a = att[(long)i * K + j];
+                s += a * src[j * ss + c];
+                g += a * src[j * ss + d + c];
+            }
+            const float xv = x[i * ss + c];
+            rn[16L * i] += s * xv;
+            rs[16L * i] += s * s;
+            const float fv = xv + (s - xv) * sigmoid1(g);
+            f[(long)i * d + c] = fv;
+            uc += fv;
+        }
+        uc *= inv * w[c];
+        for (int r = 0; r < nreal; r++) lg[16L * rows[r]] += f[(long)rows[r] * d + c] * uc;
+    }
+    /* relevance mean; pooling weights softmax_i(x^c_i . u) and the context sum_i a_i x^c_i */
+    float rsum = 0.f;
+    for (int r = 0; r < nreal; r++) {
+        const int i = rows[r];
+        const float num = hsum(ld(rn + 16L * i)), sq = hsum(ld(rs + 16L * i));
+        const float den = xnorm[i] * sqrtf(sq > 0.f ? sq : 0.f);
+        rsum += num / (den > EPS ? den : EPS);
+        wt[i] = hsum(ld(lg + 16L * i));
+    }
+    softmax_rows(nreal, rows, wt);
+    weighted_sum(nreal, rows, wt, f, d, d, ctx);
+    return rsum * inv;
+}
+
+/* Global-to-local attention: context q (d) over rows y (L rows, ys floats apart):
+ * softmax_i(lam cos(q, y_i)) over real rows, the attended vector in out (d). */
+static void g2l_attend(int L, int d, const float *q, const float *y, long ys, const float *ynorm,
+                       const float *mask, float lam, float *wt, int *rows, float *out) {
+    const int nreal = real_rows(L, mask, rows);
+    const float qn = sqrtf(dot(q, q, d));
+    for (int r = 0; r < nreal; r++) {
+        const int i = rows[r];
+        const float den = qn * ynorm[i];
+        wt[i] = lam * dot(q, y + i * ys, d) / (den > EPS ? den : EPS);
+    }
+    softmax_rows(nreal, rows, wt);
+    weighted_sum(nreal, rows, wt, y, ys, d, out);
 }
 
 /* Step 1 attention of one pair from its affinities aff(i, j) = aff[i * ars + j] (k x n):
@@ -232,17 +281,24 @@ static float cosv(const float *a, const float *b, int d) {
  * for lam <= 40), alpha (k x n) normalised over words, beta_t (n x k) over regions. */
 static void attention(int k, int n, const float *aff, long ars, const float *mv, const float *mt,
                       float lam, float *alpha, float *beta_t, float *col) {
+    const float c = lam * LOG2E;
+    float buf[16];
     for (int j = 0; j < n; j++) col[j] = 0.f;
     for (int i = 0; i < k; i++) {
         float *ai = alpha + (long)i * n;
         const float *fi = aff + i * ars;
         float row = 0.f;
         if (mv[i] != 0.f) {
-            for (int j = 0; j < n; j++) {
-                const float ex = mt[j] != 0.f ? expf(lam * (fi[j] - 1.f)) : 0.f;
-                ai[j] = ex;
-                row += ex;
-                col[j] += ex;
+            for (int j0 = 0; j0 < n; j0 += 16) { /* 16 words per vector exp */
+                const int nw = n - j0 < 16 ? n - j0 : 16;
+                for (int l = 0; l < 16; l++) buf[l] = l < nw ? fi[j0 + l] : 1.f;
+                st(buf, vexp2(splat(c) * (ld(buf) - splat(1.f))));
+                for (int l = 0; l < nw; l++) {
+                    const float ex = mt[j0 + l] != 0.f ? buf[l] : 0.f;
+                    ai[j0 + l] = ex;
+                    row += ex;
+                    col[j0 + l] += ex;
+                }
             }
         } else {
             for (int j = 0; j < n; j++) ai[j] = 0.f;
@@ -259,47 +315,48 @@ static void attention(int k, int n, const float *aff, long ars, const float *mv,
 }
 
 /* Pairs p in [p0, p1) of an (nc images x mc captions) block, p = image * mc + caption.
- * aff: (nc, k, mc, n) step-1 affinities. Outputs (nc, mc): l2l, g2l, g2g.
- * Returns 0, or 1 if out of memory. */
+ * aff: (nc, k, mc, n) step-1 affinities. Images: ibias (nc, k, 2d) = [-v ; -(W_own v + b)] (only
+ * the second half is read), isrc (nc, k rows ss floats apart, 2d) = [v ; -W_att v] (its first half
+ * is also where the kernel reads v), imask / inorm (nc, k), icnt (nc); captions likewise.
+ * Outputs (nc, mc): l2l, g2l, g2g. Returns 0, or 1 if out of memory. */
 int shan_pairs(int nc, int mc, int k, int n, int d, long p0, long p1, long ss, const float *aff,
-               const float *iv, const float *ibias, const float *isrc, const float *imask,
-               const float *icnt, const float *inorm, const float *tt, const float *tbias,
-               const float *tsrc, const float *tmask, const float *tcnt, const float *tnorm,
-               const float *wi, const float *wt, float mu, float lam, float *l2l, float *g2l,
-               float *g2g) {
+               const float *ibias, const float *isrc, const float *imask, const float *icnt,
+               const float *inorm, const float *tbias, const float *tsrc, const float *tmask,
+               const float *tcnt, const float *tnorm, const float *wi, const float *wt, float mu,
+               float lam, float *l2l, float *g2l, float *g2g) {
     const int L = k > n ? k : n;
-    const size_t extra = 6 * (size_t)d + 33 * (size_t)L + 2 * (size_t)k * n + (size_t)n;
-    float *e = (float *)malloc(sizeof(float) * ((size_t)L * d + extra));
+    float *e = (float *)malloc(sizeof(float) * ((size_t)L * (d + 50) + 5 * (size_t)d +
+                                                2 * (size_t)k * n + (size_t)n));
     int *rows = (int *)malloc(sizeof(int) * (size_t)L);
     if (!e || !rows) {
         free(e);
         free(rows);
         return 1;
     }
-    float *u = e + (size_t)L * d, *vc = u + d, *tc = vc + d, *tsc = tc + d, *vsc = tsc + d,
-          *tmp = vsc + d, *wv = tmp + d, *rv = wv + L, *al = rv + 32 * (size_t)L,
-          *bt = al + (size_t)k * n, *col = bt + (size_t)k * n;
+    float *vc = e + (size_t)L * d, *tc = vc + d, *tsc = tc + d, *vsc = tsc + d, *tmp = vsc + d,
+          *part = tmp + d, *wv = part + 48 * (size_t)L, *al = wv + L, *bt = al + (size_t)k * n,
+          *col = bt + (size_t)k * n;
     const long d2 = 2L * d, kmn = (long)k * mc * n;
     (void)nc;
     for (long p = p0; p < p1; p++) {
         const long v = p / mc, m = p % mc;
-        const float *x_v = iv + v * k * d, *m_v = imask + v * k, *n_v = inorm + v * k;
-        const float *x_t = tt + m * n * d, *m_t = tmask + m * n, *n_t = tnorm + m * n;
-        float r_v, r_t;
+        const float *s_v = isrc + v * k * ss, *m_v = imask + v * k, *n_v = inorm + v * k;
+        const float *s_t = tsrc + m * n * ss, *m_t = tmask + m * n, *n_t = tnorm + m * n;
         attention(k, n, aff + v * kmn + m * n, (long)mc * n, m_v, m_t, lam, al, bt, col);
-        /* step 1 relevance + step 2 fusion/pooling, region side then word side */
-        side(k, n, d, al, n, 1, tsrc + m * n * ss, ss, ibias + v * k * d2, x_v, m_v, icnt[v], wi,
-             n_v, e, u, wv, rv, vc, &r_v, rows);
-        side(n, k, d, bt, k, 1, isrc + v * k * ss, ss, tbias + m * n * d2, x_t, m_t, tcnt[m], wt,
-             n_t, e, u, wv, rv, tc, &r_t, rows);
+        /* step 1 relevance + step 2 fusion and pooling: regions attend to the words with alpha,
+         * words to the regions with beta (the regions v are the first half of isrc's rows) */
+        const float r_v = side(k, n, d, al, s_t, s_v, ss, ibias + v * k * d2 + d, d2, m_v,
+                               icnt[v], wi, n_v, e, part, wv, rows, vc);
+        const float r_t = side(n, k, d, bt, s_v, s_t, ss, tbias + m * n * d2 + d, d2, m_t,
+                               tcnt[m], wt, n_t, e, part, wv, rows, tc);
         l2l[p] = mu * r_v + (1.f - mu) * r_t;
         /* step 2 global-to-local */
-        g2l_attend(n, d, vc, x_t, n_t, m_t, lam, wv, tsc);
-        g2l_attend(k, d, tc, x_v, n_v, m_v, lam, wv, vsc);
+        g2l_attend(n, d, vc, s_t, ss, n_t, m_t, lam, wv, rows, tsc);
+        g2l_attend(k, d, tc, s_v, ss, n_v, m_v, lam, wv, rows, vsc);
         g2l[p] = 0.5f * (cosv(vc, tsc, d) + cosv(tc, vsc, d));
         /* step 3 global-to-global */
-        for (int c = 0; c < d; c++) { u[c] = vc[c] + tsc[c]; tmp[c] = tc[c] + vsc[c]; }
-        g2g[p] = cosv(u, tmp, d);
+        for (int c = 0; c < d; c++) { tmp[c] = vc[c] + tsc[c]; vsc[c] += tc[c]; }
+        g2g[p] = cosv(tmp, vsc, d);
     }
     free(e);
     free(rows);
