@@ -1,37 +1,38 @@
 #!/usr/bin/env python
 """Reproduce the shipped toy-world models with ONE command.
 
-Stages (each timed): generate the toy world → train the toy Faster R-CNN from scratch → extract
-region features of train/dev/test with that detector (not ground-truth boxes) → train SHAN →
-evaluate retrieval on test (R@1/5/10, rSum; 1000 images × 5 captions in the full run) →
-ablations → detector mAP@0.5 and colour accuracy → word grounding → hard-negative accuracy →
-write ``checkpoints/shan``, ``checkpoints/detector``, ``assets/`` examples,
-``checkpoints/metrics.json`` and the model card ``checkpoints/README.md``.
+Stages (each timed): generate toy world 2 → train the toy Faster R-CNN from scratch → extract
+region features (boxes, image sizes) of train/dev/test and of the test split's distractor images
+with that detector, and the typed negatives of every caption → train SHAN (region geometry + typed
+hard negatives) → evaluate (the compositional suite, retrieval per step, grounding, text-pooling
+sanity, detector mAP per background type; calibration saved into the checkpoint) → choose the
+app's examples (minimal pairs) → write the model card → install into ``checkpoints/`` and
+``assets/``. The work is done by the library (:mod:`shan.toyworld`, :mod:`shan.train`,
+:mod:`shan.extract`); this script only wires the stages and writes the card.
 
-Full run on a GPU (the shipped models: one H200, 16 CPU cores, 10000/1000/1000 images; 435 s)::
+Presets (``--preset``; ``auto`` picks ``gpu`` with CUDA, else ``cpu``); every flag overrides its
+preset value::
 
-    python scripts/reproduce_toyworld.py --device cuda --out /tmp/tw  # budget 505 s, det share 0.5
+    python scripts/reproduce_toyworld.py --preset cpu --out runs/toyworld   # 2-core CPU, <= 2 h
+    python scripts/reproduce_toyworld.py --preset gpu --out runs/toyworld   # one GPU
+    python scripts/reproduce_toyworld.py --preset quick --out /tmp/tw_quick # tiny smoke test
 
-CPU-only run (a 2-core machine; 4000/1000/1000 images, budgeted to finish within 2 hours)::
+The time budget is shared out at run time: the detector trains for ``--det-share`` of it (its
+cosine schedule follows wall-clock progress), SHAN's first epoch is timed and training resumes for
+as many epochs as fit before ``--eval-reserve`` seconds remain.
 
-    python scripts/reproduce_toyworld.py --device cpu --out /tmp/tw_cpu --ckpt-dir /tmp/tw_cpu/ck \
-        --assets-dir /tmp/tw_cpu/assets
+Ablations, on the SAME extracted features (``--reuse`` keeps data, detector and features)::
 
-The sizes and budgets come from a preset chosen by the device (``gpu`` for cuda, ``cpu``, or
-``quick``); every flag overrides its preset value.
+    python scripts/reproduce_toyworld.py --preset cpu --out runs/toyworld --reuse --ablations-only
 
-The budget is shared out at run time: the detector trains for ``--det-share`` of it (its cosine
-schedule follows wall-clock progress), SHAN's first epoch is timed and training resumes for as
-many epochs as fit before ``--eval-reserve`` seconds remain (lr decay at 2/3 of them).
+trains, for each of ``--ablation-seeds`` seeds and ``--ablation-epochs`` epochs, the four-model
+comparison (paper SHAN, + geometry, + hard negatives, both) and the single-step models (L2L / G2L /
+G2G only, with both switches), evaluates each on the suite and retrieval, and adds mean ± std to
+``metrics.json`` and the model card. ``--ablations`` runs them after the main model instead.
 
-Smoke test (tiny sizes, CPU, a couple of minutes; writes only under ``--out``)::
-
-    python scripts/reproduce_toyworld.py --quick --device cpu --out /tmp/toy_quick
-
-Ablations: ``--ablations switch`` (default) scores the test set with each step of the trained
-full model alone (its own step score); ``--ablations train`` additionally trains one model per
-single step (L2L only / G2L only / G2G only) for ``--ablation-epochs`` and evaluates it — the
-honest comparison, at the cost of three more trainings.
+``--reuse`` reuses generated data only when its :class:`~shan.toyworld.WorldConfig`, seed and sizes
+are the ones asked for, the detector only when its config is, and features only when both were
+reused.
 """
 
 from __future__ import annotations
@@ -57,21 +58,115 @@ import torch  # noqa: E402
 
 from shan import toyworld  # noqa: E402
 from shan.config import DataConfig, ModelConfig, TrainConfig, to_dict  # noqa: E402
-from shan.detect.base import stack_regions  # noqa: E402
-from shan.detect.toy import ToyDetector, ToyDetectorConfig, train_detector  # noqa: E402
+from shan.data.precomp import write_negatives  # noqa: E402
+from shan.detect.toy import ToyDetector, ToyDetectorConfig  # noqa: E402
+from shan.errors import ShanError  # noqa: E402
 from shan.extract import extract_images  # noqa: E402
-from shan.toyworld_eval import (  # noqa: E402
-    detection_metrics_from_precomp,
-    grounding_accuracy,
-    hard_negative_accuracy,
-    image_captions,
-    load_precomp_split,
-    retrieval_metrics,
-    step_sims,
+from shan.files import write_text  # noqa: E402
+from shan.toyworld.detector_train import train_detector  # noqa: E402
+from shan.toyworld.examples import choose_examples  # noqa: E402
+from shan.toyworld.metrics import (  # noqa: E402
+    drop_whole_image_region,
+    load_toy_split,
+)
+from shan.toyworld.report import (  # noqa: E402
+    ABLATION_MODELS,
+    NO_WHOLE,
+    capabilities,
+    card_facts,
+    retrieval_cells,
+    summarise_ablations,
+    targets,
+    write_model_card,
+)
+from shan.toyworld.suite import (  # noqa: E402
+    DISTRACTOR_SPLIT_SUFFIX,
+    caption_negative_rows,
+    distractor_ids,
+    distractor_rows,
+    extract_distractors,
+    full_report,
+    group_rows,
 )
 
 DATA_NAME = "toyworld"
 SPLITS = ("train", "dev", "test")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # One GPU (not measured with this world yet): more images, detector on 2 x 2 mosaics (the
+    # per-image overhead of torchvision's detector, not arithmetic, bounds it on a GPU).
+    "gpu": {
+        "train_images": 10000,
+        "dev_images": 1000,
+        "test_images": 1000,
+        "image_size": 256,
+        "det_epochs": 12,
+        "det_batch": 16,
+        "det_mosaic": 2,
+        "extract_batch": 128,
+        "shan_epochs": 12,
+        "shan_batch": 128,
+        "ablation_epochs": 6,
+        "grounding_images": 300,
+        "pooling_images": 200,
+        "time_budget": 1200.0,
+        "det_share": 0.5,
+        "eval_reserve": 120.0,
+        "val_images": 1000,
+    },
+    # A 2-core CPU, the whole run within 2 hours (6900 s budget + install).
+    "cpu": {
+        "train_images": 4000,
+        "dev_images": 1000,
+        "test_images": 1000,
+        "image_size": 256,
+        "det_epochs": 40,
+        "det_batch": 4,
+        "det_mosaic": 1,
+        "extract_batch": 16,
+        "shan_epochs": 12,
+        "shan_batch": 128,
+        "ablation_epochs": 2,
+        "grounding_images": 300,
+        "pooling_images": 200,
+        "time_budget": 6900.0,
+        "det_share": 0.5,
+        "eval_reserve": 420.0,
+        "val_images": 500,
+    },
+    "quick": {
+        "train_images": 64,
+        "dev_images": 12,
+        "test_images": 12,
+        "image_size": 128,
+        "det_epochs": 1,
+        "det_batch": 2,
+        "det_mosaic": 2,
+        "extract_batch": 8,
+        "shan_epochs": 1,
+        "shan_batch": 32,
+        "ablation_epochs": 1,
+        "grounding_images": 6,
+        "pooling_images": 6,
+        "time_budget": None,
+        "det_share": 0.33,
+        "eval_reserve": 45.0,
+        "val_images": 12,
+    },
+}
+# Settings shared by every preset (flags override them).
+DEFAULTS: dict[str, Any] = {
+    "det_lr": 2e-3,
+    "det_brightness": 0.3,
+    "det_contrast": 0.3,
+    "det_dark_weight": 1.5,
+    "per_image_norm": True,
+    "whole_image_region": True,
+    "geometry": True,
+    "hard_negatives": "typed",
+    "ablation_seeds": 3,
+    "shan_set": [],
+}
 
 
 class Timer:
@@ -100,12 +195,19 @@ class _Stage:
         print(f"=== {self.name}: {dt:.1f}s (total {time.time() - self.timer.t_start:.1f}s)")
 
 
+# ----------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    on_off = argparse.BooleanOptionalAction
     p.add_argument("--out", default="runs/toyworld", help="working directory (data, runs)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--preset", default="auto", choices=["auto", "cpu", "gpu", "quick"])
+    p.add_argument("--quick", action="store_true", help="same as --preset quick")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test on CPU")
     p.add_argument("--train-images", type=int, default=None)
     p.add_argument("--dev-images", type=int, default=None)
     p.add_argument("--test-images", type=int, default=None)
@@ -113,13 +215,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="processes / loader workers")
     p.add_argument("--det-epochs", type=int, default=None)
     p.add_argument("--det-batch", type=int, default=None)
-    p.add_argument("--det-lr", type=float, default=2e-3)
+    p.add_argument("--det-lr", type=float, default=None)
+    p.add_argument("--det-mosaic", type=int, default=None, help="train on m x m tiles of scenes")
+    p.add_argument("--det-brightness", type=float, default=None, help="brightness jitter")
+    p.add_argument("--det-contrast", type=float, default=None, help="contrast jitter")
     p.add_argument(
-        "--det-mosaic",
-        type=int,
+        "--det-dark-weight",
+        type=float,
         default=None,
-        help="train the detector on m x m tiles of scenes (m^2 more scenes/s on a GPU, where "
-        "torchvision's per-image overhead bounds speed); --det-batch counts tiled images",
+        help="sampling weight of dark-background scenes (others 1)",
+    )
+    p.add_argument(
+        "--per-image-norm",
+        action=on_off,
+        default=None,
+        help="detector input normalised per image (ToyDetectorConfig.per_image_norm)",
+    )
+    p.add_argument(
+        "--whole-image-region",
+        action=on_off,
+        default=None,
+        help="one more region per image: the whole picture (scene-level facts)",
     )
     p.add_argument("--min-regions", type=int, default=2)
     p.add_argument("--max-regions", type=int, default=8)
@@ -129,22 +245,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shan-lr", type=float, default=5e-4)
     p.add_argument("--embed-dim", type=int, default=256)
     p.add_argument("--word-dim", type=int, default=128)
-    p.add_argument("--ablations", choices=["switch", "train", "none"], default="switch")
+    p.add_argument(
+        "--geometry",
+        action=on_off,
+        default=None,
+        help="SHAN with region geometry (ModelConfig.use_geometry)",
+    )
+    p.add_argument(
+        "--hard-negatives",
+        default=None,
+        help="TrainConfig.hard_negatives of the shipped model (typed, swap, none)",
+    )
+    p.add_argument(
+        "--shan-set",
+        action="append",
+        default=None,
+        metavar="SECTION.KEY=VALUE",
+        help="any SHAN config field for every SHAN trained here, as shan-train's --set "
+        "(e.g. train.negatives_per_caption=4); the ablation switches stay the variant's",
+    )
+    p.add_argument("--ablations", action="store_true", help="also train the ablation grid")
+    p.add_argument(
+        "--ablations-only",
+        action="store_true",
+        help="only the ablation grid, on the features of an earlier run (--reuse)",
+    )
+    p.add_argument("--ablation-seeds", type=int, default=None)
+    p.add_argument(
+        "--ablation-models",
+        default=None,
+        help="comma-separated subset of the ablation grid (default: all of "
+        f"{', '.join([*ABLATION_MODELS, NO_WHOLE])})",
+    )
     p.add_argument("--ablation-epochs", type=int, default=None)
     p.add_argument("--grounding-images", type=int, default=None)
+    p.add_argument("--pooling-images", type=int, default=None)
     p.add_argument("--num-examples", type=int, default=6)
     p.add_argument(
         "--ckpt-dir", default=None, help="default: checkpoints/ (quick: <out>/checkpoints)"
     )
     p.add_argument("--assets-dir", default=None, help="default: assets/ (quick: <out>/assets)")
-    p.add_argument("--reuse", action="store_true", help="reuse generated data / trained detector")
-    p.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        help="seconds for the whole run (gpu preset 505, cpu 6900, quick: none); the detector "
-        "gets --det-share of it, SHAN as many epochs as fit in what is left minus --eval-reserve",
-    )
+    p.add_argument("--reuse", action="store_true", help="reuse matching data / detector / features")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole run")
     p.add_argument("--det-share", type=float, default=None)
     p.add_argument("--eval-reserve", type=float, default=None)
     p.add_argument("--val-images", type=int, default=None, help="dev images validated per epoch")
@@ -153,98 +295,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but CUDA is not available")
-    gpu = {
-        "train_images": 10000,
-        "dev_images": 1000,
-        "test_images": 1000,
-        "image_size": 256,
-        "det_epochs": 10,
-        "det_batch": 16,
-        "extract_batch": 128,
-        "shan_epochs": 10,
-        "shan_batch": 128,
-        "ablation_epochs": 6,
-        "grounding_images": 300,
-        "time_budget": 505.0,
-        "det_share": 0.5,
-        "det_mosaic": 2,
-        "eval_reserve": 45.0,
-        "val_images": 1000,
-    }
-    # A 2-core CPU (measured run: 102 min): ~0.15 s per detector training scene, ~27 ms per SHAN
-    # training caption (with validation), so fewer training images, and the detector on single
-    # scenes (mosaics only pay off on a GPU, where per-image overhead, not arithmetic, bounds it).
-    cpu = {
-        "train_images": 4000,
-        "dev_images": 1000,
-        "test_images": 1000,
-        "image_size": 256,
-        "det_epochs": 40,
-        "det_batch": 4,
-        "extract_batch": 16,
-        "shan_epochs": 12,
-        "shan_batch": 128,
-        "ablation_epochs": 4,
-        "grounding_images": 300,
-        "time_budget": 6900.0,
-        "det_share": 0.55,
-        "det_mosaic": 1,
-        "eval_reserve": 300.0,
-        "val_images": 1000,
-    }
-    quick = {
-        "train_images": 64,
-        "dev_images": 12,
-        "test_images": 12,
-        "image_size": 128,
-        "det_epochs": 1,
-        "det_batch": 2,
-        "extract_batch": 8,
-        "shan_epochs": 1,
-        "shan_batch": 32,
-        "ablation_epochs": 1,
-        "grounding_images": 6,
-        "det_share": 0.33,
-        "det_mosaic": 2,
-        "eval_reserve": 45.0,
-        "val_images": 12,
-    }
-    args.preset = "quick" if args.quick else ("gpu" if args.device == "cuda" else "cpu")
-    preset = {"quick": quick, "gpu": gpu, "cpu": cpu}[args.preset]
-    for k, v in preset.items():
+    if args.quick:
+        args.preset = "quick"
+    if args.preset == "auto":
+        args.preset = "gpu" if args.device == "cuda" else "cpu"
+    for k, v in {**DEFAULTS, **PRESETS[args.preset]}.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    if args.ablations_only and not args.reuse:
+        p.error("--ablations-only trains on an earlier run's features: add --reuse")
+    grid = [*ABLATION_MODELS, NO_WHOLE]
+    args.ablation_models = (
+        [x.strip() for x in args.ablation_models.split(",") if x.strip()]
+        if args.ablation_models
+        else grid
+    )
+    unknown = [x for x in args.ablation_models if x not in grid]
+    if unknown:
+        p.error(f"--ablation-models: unknown {unknown}; choose from {grid}")
     args.det_seconds = args.time_budget * args.det_share if args.time_budget else None
     if args.workers is None:
         args.workers = max(1, min(16, os.cpu_count() or 1))
     out = Path(args.out)
-    args.ckpt_dir = Path(
-        args.ckpt_dir or (out / "checkpoints" if args.quick else ROOT / "checkpoints")
-    )
-    args.assets_dir = Path(args.assets_dir or (out / "assets" if args.quick else ROOT / "assets"))
+    quick = args.preset == "quick"
+    args.ckpt_dir = Path(args.ckpt_dir or (out / "checkpoints" if quick else ROOT / "checkpoints"))
+    args.assets_dir = Path(args.assets_dir or (out / "assets" if quick else ROOT / "assets"))
     return args
 
 
-def _sizes_match(path: Path, n: int, image_size: int, seed: int) -> bool:
+# ----------------------------------------------------------------------------------------------
+# Stages
+# ----------------------------------------------------------------------------------------------
+
+
+def world_config(args: argparse.Namespace) -> toyworld.WorldConfig:
+    """The world of this run: toy world 2 at ``--image-size``."""
+    return toyworld.WorldConfig(image_size=args.image_size)
+
+
+def data_matches(path: Path, n: int, cfg: toyworld.WorldConfig, seed: int) -> bool:
+    """Whether ``path`` (an ``annotations.json``) holds ``n`` images of world ``cfg`` from ``seed``.
+
+    The world config is compared field by field (not only sizes): data of another world is
+    regenerated, never silently reused.
+    """
     if not path.is_file():
         return False
-    ann = json.loads(path.read_text())
-    return len(ann["images"]) == n and ann["image_size"] == image_size and ann["seed"] == seed
+    try:
+        ann = toyworld.load_annotations(path)
+        same_world = toyworld.world_config(ann).to_dict() == cfg.to_dict()
+    except toyworld.ToyWorldError:
+        return False
+    return same_world and len(ann["images"]) == n and ann.get("seed") == seed
 
 
 def stage_generate(args: argparse.Namespace, data_dir: Path) -> dict[str, dict]:
     sizes = {"train": args.train_images, "dev": args.dev_images, "test": args.test_images}
+    cfg = world_config(args)
     anns = {}
     args.reused_data = True
     for split, n in sizes.items():
         path = data_dir / split / "annotations.json"
-        if not (args.reuse and _sizes_match(path, n, args.image_size, args.seed)):
+        if not (args.reuse and data_matches(path, n, cfg, args.seed)):
             args.reused_data = False
             if (data_dir / split).exists():
                 shutil.rmtree(data_dir / split)
-            toyworld.generate_split(
-                data_dir / split, split, n, args.seed, args.workers, args.image_size
-            )
+            toyworld.generate_split(data_dir / split, split, n, args.seed, args.workers, config=cfg)
         anns[split] = toyworld.load_annotations(path)
         print(f"{split}: {n} images")
     return anns
@@ -259,23 +375,26 @@ def detector_config(args: argparse.Namespace) -> ToyDetectorConfig:
         image_size=args.image_size,
         anchor_sizes=tuple(max(4, round(a * scale)) for a in base.anchor_sizes),
         # Stride 4 (not 8): small objects (24-38 px) then span 6-9 feature cells, so the 7x7
-        # RoIAlign sees their outline; learned faster in a CPU A/B (mAP 0.094 vs 0.063 after
-        # 200 steps at 128 px).
+        # RoIAlign sees their outline.
         strides=(2, 2, 1, 1),
         min_regions=args.min_regions,
         max_regions=args.max_regions,
+        per_image_norm=args.per_image_norm,
+        whole_image_region=args.whole_image_region,
     )
 
 
 def stage_detector(args: argparse.Namespace, data_dir: Path, det_dir: Path) -> ToyDetector:
     args.reused_detector = False
-    if args.reuse and (det_dir / "detector.safetensors").is_file():
-        print(f"reusing {det_dir}")
-        args.reused_detector = True
+    cfg = detector_config(args)
+    if args.reuse and args.reused_data and (det_dir / "detector.safetensors").is_file():
         det = ToyDetector.from_pretrained(det_dir, device=args.device)
-        args.detector_training = dict(det.train_info)
-        return det
-    det = train_detector(
+        if dataclasses.asdict(det.cfg) == dataclasses.asdict(cfg):
+            print(f"reusing {det_dir}")
+            args.reused_detector = True
+            return det
+        print(f"{det_dir} has another detector config: training again")
+    train_detector(
         data_dir / "train",
         det_dir,
         epochs=args.det_epochs,
@@ -283,53 +402,94 @@ def stage_detector(args: argparse.Namespace, data_dir: Path, det_dir: Path) -> T
         lr=args.det_lr,
         device=args.device,
         num_workers=min(args.workers, 8),
-        cfg=detector_config(args),
+        cfg=cfg,
         seed=args.seed,
         max_seconds=args.det_seconds,
         mosaic=args.det_mosaic,
+        brightness=args.det_brightness,
+        contrast=args.det_contrast,
+        tone_weights={"dark": args.det_dark_weight} if args.det_dark_weight != 1 else None,
     )
-    args.detector_training = dict(getattr(det, "train_info", {}))
-    return det
+    return ToyDetector.from_pretrained(det_dir, device=args.device)  # exactly what ships
 
 
 def stage_extract(
     args: argparse.Namespace, det: ToyDetector, data_dir: Path, anns: dict, precomp: Path
 ) -> dict[str, Any]:
+    """Features of every split (+ sizes, ids, regions), typed negatives, distractor images."""
     info = {}
+    reuse = args.reused_data and args.reused_detector
     for split in SPLITS:
         recs = anns[split]["images"]
         ids_file = precomp / f"{split}_ids.txt"
-        if args.reused_data and args.reused_detector and ids_file.is_file():
-            if ids_file.read_text().split() == [r["id"] for r in recs]:
-                ims = np.load(precomp / f"{split}_ims.npy", mmap_mode="r")
-                info[split] = {
-                    "n_images": len(recs),
-                    "n_failed": 0,
-                    "k": int(ims.shape[1]),
-                    "feature_dim": int(ims.shape[2]),
-                    "reused": True,
-                }
-                print(f"{split}: reusing {precomp}")
-                continue
-        summary = extract_images(
-            det,
-            [data_dir / split / r["file"] for r in recs],
-            precomp,
-            split,
-            batch_size=args.extract_batch,
-            captions=[[c["text"] for c in r["captions"]] for r in recs],
-            resume=False,
-            ids=[r["id"] for r in recs],
-            num_loaders=min(args.workers, 8),
-        )
-        info[split] = {k: summary[k] for k in ("n_images", "n_failed", "k", "feature_dim")}
-        print(f"{split}: {info[split]}")
+        if reuse and ids_file.is_file() and ids_file.read_text().split() == [r["id"] for r in recs]:
+            info[split] = {"n_images": len(recs), "reused": True}
+            print(f"{split}: reusing {precomp}")
+        else:
+            summary = extract_images(
+                det,
+                [data_dir / split / r["file"] for r in recs],
+                precomp,
+                split,
+                batch_size=args.extract_batch,
+                captions=[[c["text"] for c in r["captions"]] for r in recs],
+                resume=False,
+                ids=[r["id"] for r in recs],
+                num_loaders=min(args.workers, 8),
+                progress=False,
+            )
+            info[split] = {k: summary[k] for k in ("n_images", "n_failed", "k", "feature_dim")}
+            print(f"{split}: {info[split]}")
+        write_negatives(precomp, split, toyworld.caption_negatives(anns[split]))
+    dname = "test" + DISTRACTOR_SPLIT_SUFFIX
+    if distractor_ids(anns["test"]["images"]):
+        if not (reuse and (precomp / f"{dname}_ims.npy").is_file()):
+            extract_distractors(
+                det,
+                data_dir / "test",
+                anns["test"],
+                precomp,
+                "test",
+                batch_size=args.extract_batch,
+                num_loaders=min(args.workers, 8),
+            )
+        info[dname] = {"n_images": len(distractor_ids(anns["test"]["images"]))}
     return info
 
 
+def switch_fields(geometry: bool, hard_negatives: str) -> tuple[dict, dict, list[str]]:
+    """``ModelConfig`` / ``TrainConfig`` fields of the two switches, and notes on switches this
+    version of the library does not have (the run then trains without them and says so)."""
+    m_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    t_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_kw: dict[str, Any] = {}
+    train_kw: dict[str, Any] = {}
+    notes = []
+    if geometry:
+        if "use_geometry" in m_fields:
+            model_kw["use_geometry"] = True
+        else:
+            notes.append("region geometry asked for, but ModelConfig has no use_geometry")
+    if hard_negatives and hard_negatives != "none":
+        if "hard_negatives" in t_fields:
+            train_kw["hard_negatives"] = hard_negatives
+        else:
+            notes.append("hard negatives asked for, but TrainConfig has no hard_negatives")
+    return model_kw, train_kw, notes
+
+
 def shan_configs(
-    args: argparse.Namespace, img_dim: int, out_dir: Path, epochs: int, steps: tuple[bool, ...]
-) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    args: argparse.Namespace,
+    img_dim: int,
+    out_dir: Path,
+    epochs: int,
+    steps: tuple[bool, bool, bool] = (True, True, True),
+    geometry: bool = True,
+    hard_negatives: str = "typed",
+    seed: int | None = None,
+    data_root: Path | None = None,
+) -> tuple[ModelConfig, DataConfig, TrainConfig, list[str]]:
+    model_kw, train_kw, notes = switch_fields(geometry, hard_negatives)
     mcfg = ModelConfig(
         img_dim=img_dim,
         embed_dim=args.embed_dim,
@@ -338,10 +498,10 @@ def shan_configs(
         use_l2l=steps[0],
         use_g2l=steps[1],
         use_g2g=steps[2],
+        **model_kw,
     )
-    dcfg = DataConfig(
-        root=str(Path(args.out) / "precomp"), name=DATA_NAME, max_val_images=args.val_images
-    )
+    root = data_root or Path(args.out) / "precomp"
+    dcfg = DataConfig(root=str(root), name=DATA_NAME, max_val_images=args.val_images)
     tcfg = TrainConfig(
         epochs=epochs,
         lr=args.shan_lr,
@@ -349,19 +509,23 @@ def shan_configs(
         batch_size=args.shan_batch,
         device=args.device,
         out_dir=str(out_dir),
-        seed=args.seed,
+        seed=args.seed if seed is None else seed,
         log_every=0,
+        **train_kw,
     )
-    return mcfg, dcfg, tcfg
+    if args.shan_set:  # the caller's own settings, then the variant's switches again on top
+        from shan.train import apply_set_overrides
+
+        mcfg, dcfg, tcfg = apply_set_overrides((mcfg, dcfg, tcfg), list(args.shan_set))
+        step_kw = dict(zip(("use_l2l", "use_g2l", "use_g2g"), steps))
+        mcfg = dataclasses.replace(mcfg, **step_kw, **model_kw)
+        tcfg = dataclasses.replace(tcfg, **train_kw)
+    return mcfg, dcfg, tcfg, notes
 
 
 def _set_decay_epoch(last_dir: Path, decay_epoch: int) -> None:
-    """Move the lr decay of a run that will be resumed to ``decay_epoch`` of the fitted length.
-
-    ``shan.train`` restores its StepLR from ``last/train_state.pt``; the epoch count is only known
-    after epoch 1 was timed, so the decay point is rewritten there (skipped with a note if the
-    state does not look as expected).
-    """
+    """Move the lr decay of a run that will be resumed to ``decay_epoch`` of the fitted length
+    (``shan.train`` restores its StepLR from ``last/train_state.pt``)."""
     from shan.train import TRAIN_STATE_NAME
 
     path = last_dir / TRAIN_STATE_NAME
@@ -374,126 +538,145 @@ def _set_decay_epoch(last_dir: Path, decay_epoch: int) -> None:
         print(f"note: lr decay point left unchanged ({type(e).__name__}: {e})")
 
 
-def stage_train_shan(
+def train_shan(
     args: argparse.Namespace,
     img_dim: int,
     out_dir: Path,
     epochs: int,
-    steps: tuple[bool, bool, bool] = (True, True, True),
     max_seconds: float | None = None,
-) -> tuple[Path, int]:
-    """Train SHAN with :func:`shan.train.train`; returns (best checkpoint dir, epochs trained).
+    **variant: Any,
+) -> tuple[Path, int, list[str]]:
+    """Train SHAN with :func:`shan.train.train`: (best checkpoint, epochs trained, notes).
 
-    With ``max_seconds``, epoch 1 runs alone and is timed; training then resumes (from
-    ``last/``) up to as many epochs as fit in the budget, at most ``epochs``.
+    With ``max_seconds``, epoch 1 runs alone and is timed; training then resumes (from ``last/``)
+    for as many epochs as fit in the budget, at most ``epochs``.
     """
     from shan.checkpoint import detector_link
     from shan.train import train
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    mcfg, dcfg, tcfg = shan_configs(args, img_dim, out_dir, epochs, steps)
+    mcfg, dcfg, tcfg, notes = shan_configs(args, img_dim, out_dir, epochs, **variant)
+    for n in notes:
+        print(f"note: {n}")
     # install() puts the checkpoint in <ckpt_dir>/shan beside its detector in <ckpt_dir>/detector
     extra = {"detector": detector_link("toy", "../detector"), "toyworld": True}
     if max_seconds is None or epochs <= 1:
-        return train(mcfg, dcfg, tcfg, extra=extra, progress=False), epochs
+        return train(mcfg, dcfg, tcfg, extra=extra, progress=False), epochs, notes
     t0 = time.time()
     train(mcfg, dcfg, dataclasses.replace(tcfg, epochs=1), extra=extra, progress=False)
     per_epoch = time.time() - t0
-    fit = int((max_seconds - per_epoch) // max(per_epoch, 1e-3)) + 1
-    n_epochs = max(1, min(epochs, fit))
+    n_epochs = max(1, min(epochs, int((max_seconds - per_epoch) // max(per_epoch, 1e-3)) + 1))
     print(f"SHAN epoch 1 took {per_epoch:.1f}s; budget {max_seconds:.0f}s -> {n_epochs} epochs")
     if n_epochs == 1:
-        return out_dir / "best", 1
+        return out_dir / "best", 1, notes
     _set_decay_epoch(out_dir / "last", max(1, round(n_epochs * 2 / 3)))
     resumed = dataclasses.replace(tcfg, epochs=n_epochs, resume=str(out_dir / "last"))
-    return train(mcfg, dcfg, resumed, extra=extra, progress=False), n_epochs
+    return train(mcfg, dcfg, resumed, extra=extra, progress=False), n_epochs, notes
 
 
-def evaluate_model(ckpt: Path, data: dict, device: str) -> tuple[Any, dict[str, dict]]:
+# ----------------------------------------------------------------------------------------------
+# Targets, examples, ablations
+# ----------------------------------------------------------------------------------------------
+
+
+def _has_whole_image_region(precomp: Path) -> bool:
+    """Whether every test image of ``precomp`` ends with a whole-image region."""
+    from shan.data.precomp import read_regions
+    from shan.detect.toy import WHOLE_IMAGE_LABEL
+
+    regions = read_regions(precomp, "test") if precomp.is_dir() else None
+    return bool(regions) and all(r["labels"][-1:] == [WHOLE_IMAGE_LABEL] for r in regions)
+
+
+def run_ablations(
+    args: argparse.Namespace, img_dim: int, test: Any, distractors: Any, out: Path
+) -> dict[str, Any]:
+    """Train the ablation grid (:data:`ABLATION_MODELS` × seeds) and summarise mean ± std."""
     from shan.checkpoint import load_checkpoint
+    from shan.evaluation import metrics_from_sims
+    from shan.toyworld.metrics import step_sims
 
-    loaded = load_checkpoint(ckpt, device=device)
-    sims = step_sims(
-        loaded.model,
-        loaded.text,
-        data["feats"],
-        data["masks"],
-        image_captions(data["records"]),
-        device=device,
-    )
-    return loaded, {k: retrieval_metrics(v) for k, v in sims.items()}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    skipped: dict[str, str] = {}
+    chosen = set(args.ablation_models)
+    models: dict[str, tuple[dict, Path | None]] = {
+        n: (v, None) for n, v in ABLATION_MODELS.items() if n in chosen
+    }
+    src = Path(args.out) / "precomp" / f"{DATA_NAME}_precomp"
+    if NO_WHOLE in chosen and _has_whole_image_region(src):
+        # The same features minus the whole-image region: does it help scene-level rows?
+        root = Path(args.out) / "precomp_no_whole"
+        for split in (*SPLITS, "test" + DISTRACTOR_SPLIT_SUFFIX):
+            if (src / f"{split}_ims.npy").is_file():
+                drop_whole_image_region(src, root / f"{DATA_NAME}_precomp", split)
+        models[NO_WHOLE] = (ABLATION_MODELS["both (full)"], root)
+    for name, (variant, root) in models.items():
+        _, _, notes = switch_fields(variant["geometry"], variant["hard_negatives"])
+        if notes:
+            skipped[name] = "; ".join(notes)
+            print(f"ablation {name}: skipped ({skipped[name]})")
+            continue
+        t_split, d_split = test, distractors
+        if root is not None:
+            pre = root / f"{DATA_NAME}_precomp"
+            t_split = load_toy_split(pre, "test", {"images": test.records})
+            if distractors is not None:
+                d_split = load_toy_split(pre, "test" + DISTRACTOR_SPLIT_SUFFIX)
+        for s in range(args.ablation_seeds):
+            slug = name.replace(" ", "_").replace("+", "plus").replace(",", "")
+            run_dir = out / "ablations" / f"{slug}_{s}"
+            best, _, _ = train_shan(
+                args, img_dim, run_dir, args.ablation_epochs, seed=s, data_root=root, **variant
+            )
+            loaded = load_checkpoint(best, device=args.device)
+            m, t = loaded.model, loaded.text
+            r = metrics_from_sims(step_sims(m, t, t_split, args.device)["total"])
+            negs = caption_negative_rows(m, t, t_split, args.device)
+            groups = group_rows(negs)
+            dis = distractor_rows(m, t, t_split, d_split, args.device) if d_split else {}
+            runs.setdefault(name, []).append(
+                {
+                    "seed": s,
+                    "rsum": float(r["rsum"]),
+                    "i2t_r1": float(r["i2t_r1"]),
+                    "t2i_r1": float(r["t2i_r1"]),
+                    "groups": {g: row["total"] for g, row in groups.items()},
+                    "types": {g: row["total"] for g, row in negs.items()},
+                    "distractors": {g: row["total"] for g, row in dis.items()},
+                }
+            )
+            print(f"ablation {name} seed {s}: rSum {r['rsum']:.1f}")
+    recipe = {
+        "epochs": args.ablation_epochs,
+        "seeds": args.ablation_seeds,
+        "train_images": args.train_images,
+        "batch": args.shan_batch,
+        "lr": args.shan_lr,
+        "features": "the shipped detector's, reused",
+    }
+    return summarise_ablations(runs, recipe, skipped)
 
 
-def choose_examples(
-    loaded: Any, det: ToyDetector, data_dir: Path, anns: dict, n: int, device: str
-) -> tuple[list[dict], dict]:
-    """Test images with a hard negative, 2–5 objects; keep those whose own captions win.
+# ----------------------------------------------------------------------------------------------
+# Install
+# ----------------------------------------------------------------------------------------------
 
-    Candidates are the first test images (in order) with a hard negative, cycling through object
-    counts 2..5; an example is kept when, among the pooled captions of all candidates (true ones
-    and hard negatives), the top-scoring caption is one of its own. Returns the examples and how
-    many candidates were tried.
-    """
-    recs = [r for r in anns["test"]["images"] if r.get("hard_negative")]
-    by_count: dict[int, list] = {}
-    for r in recs:
-        by_count.setdefault(len(r["objects"]), []).append(r)
-    cands: list[dict] = []
-    order = [c for c in (3, 2, 4, 5) if by_count.get(c)]
-    while len(cands) < 3 * n and any(by_count.get(c) for c in order):
-        for c in order:
-            if by_count.get(c) and len(cands) < 3 * n:
-                cands.append(by_count[c].pop(0))
-    if not cands:
-        return [], {"candidates": 0, "kept": 0}
-    from PIL import Image
 
-    images = [Image.open(data_dir / "test" / r["file"]).convert("RGB") for r in cands]
-    regs = det.extract(images)
-    pool = [(i, c["text"]) for i, r in enumerate(cands) for c in r["captions"]]
-    pool += [(-1, r["hard_negative"]["text"]) for r in cands]
-    model = loaded.model
-    feats, mask = stack_regions(regs)
-    with torch.no_grad():
-        img = model.encode_images(feats.to(device), mask.to(device))
-        batch = loaded.text.encode_batch([t for _, t in pool], model.cfg.max_words)
-        txt = model.encode_captions(batch.tokens.to(device), batch.lengths.to(device))
-        total = model.score(img, txt).total.float().cpu()
-    kept: list[dict] = []
-    failed: list[dict] = []
-    for i, r in enumerate(cands):
-        top = int(total[i].argmax())
-        neg_idx = len(pool) - len(cands) + i
-        src = r["hard_negative"]["source_caption"]
-        src_idx = [j for j, (o, _) in enumerate(pool) if o == i][src]
-        ex = {
-            "image": "",
-            "source": r["id"],
-            "captions": [c["text"] for c in r["captions"]],
-            "hard_negative": pool[neg_idx][1],
-            "hard_negative_source": src,
-            "top_caption_is_own": pool[top][0] == i,
-            "true_beats_negative": bool(total[i, src_idx] > total[i, neg_idx]),
-            "objects": [
-                {k2: o[k2] for k2 in ("shape", "colour", "size", "pattern", "box")}
-                for o in r["objects"]
-            ],
-            "_file": str(data_dir / "test" / r["file"]),
-        }
-        (kept if ex["top_caption_is_own"] else failed).append(ex)
-    n_ok = len(kept)
-    # The demo needs examples even from a weak model; failures are marked (and fail the
-    # shipped-model test), never hidden.
-    kept = (kept + failed)[: max(n, 0)] if n_ok < 3 else kept[:n]
-    for j, ex in enumerate(kept):
-        ex["image"] = f"toy_{j + 1:02d}.png"
-    return kept, {"candidates": len(cands), "kept": len(kept), "own_caption_first": n_ok}
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
 def install(
-    args: argparse.Namespace, best: Path, det_dir: Path, examples: list[dict], metrics: dict
+    args: argparse.Namespace,
+    best: Path,
+    det_dir: Path,
+    data_dir: Path,
+    examples: list[dict],
+    metrics: dict,
 ) -> None:
+    """Checkpoints (with ``extra.card``, the app's banner facts, and ``extra.capabilities``, every
+    target's figure), assets, metrics and card."""
     ck = Path(args.ckpt_dir)
     ck.mkdir(parents=True, exist_ok=True)
     for name, src in (("shan", best), ("detector", det_dir)):
@@ -501,207 +684,46 @@ def install(
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("train_state.pt"))
+    cfg_path = ck / "shan" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.setdefault("extra", {})["capabilities"] = metrics["capabilities"]
+    cfg["extra"]["card"] = card_facts(metrics["targets"])
+    cfg["extra"]["world"] = metrics["settings"]["world"]
+    write_text(cfg_path, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     assets = Path(args.assets_dir)
     assets.mkdir(parents=True, exist_ok=True)
     for old in assets.glob("toy_*.png"):
         old.unlink()
     public = []
     for ex in examples:
-        shutil.copyfile(ex["_file"], assets / ex["image"])
+        shutil.copyfile(data_dir / "test" / ex["_file"], assets / ex["image"])
+        shutil.copyfile(data_dir / "test" / ex["_mirror_file"], assets / ex["distractor"]["image"])
         public.append({k: v for k, v in ex.items() if not k.startswith("_")})
     (assets / "examples.json").write_text(json.dumps(public, indent=2) + "\n")
-    (ck / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text(ck / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
     write_model_card(metrics, ck / "README.md")
 
 
-def _fmt(m: dict[str, float]) -> str:
-    keys = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
-    return " | ".join(f"{m.get(k, float('nan')):.1f}" for k in keys)
-
-
-def _size_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
-
-
-def summarize_run(metrics: dict, label: str) -> dict[str, Any]:
-    """The headline figures of one run's ``metrics.json`` (for the card's reproductions table)."""
-    r = metrics["retrieval"]["total"]
-    return {
-        "label": label,
-        "command": metrics["command"],
-        "device": metrics["device"],
-        "total_s": metrics["timings_s"].get("total"),
-        "train_images": metrics["settings"]["train_images"],
-        "map50": metrics["detector"]["map50"],
-        "colour_acc": metrics["detector"]["colour_acc"],
-        "i2t_r1": r["i2t_r1"],
-        "t2i_r1": r["t2i_r1"],
-        "rsum": r["rsum"],
-        "grounding": metrics["grounding"]["accuracy"],
-        "hard_negatives": metrics["hard_negatives"]["accuracy"],
-    }
-
-
-def _reproductions_section(runs: list[dict]) -> list[str]:
-    """Other complete runs of this script (e.g. CPU-only), as measured; empty if none."""
-    if not runs:
-        return []
-    lines = [
-        "## Other complete runs (not shipped)",
-        "| run | device | train images | total time | mAP@0.5 | colour | i2t R@1 | t2i R@1 "
-        "| rSum | grounding | hard neg. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for x in runs:
-        lines.append(
-            f"| {x['label']} | {x['device']} | {x['train_images']} | "
-            f"{x['total_s'] / 60:.1f} min | {x['map50']:.3f} | {x['colour_acc']:.3f} | "
-            f"{x['i2t_r1']:.1f} | {x['t2i_r1']:.1f} | {x['rsum']:.1f} | "
-            f"{100 * x['grounding']:.1f}% | {100 * x['hard_negatives']:.1f}% |"
-        )
-    for x in runs:
-        lines.append(f"- {x['label']}: `{x['command']}`")
-    lines.append("")
-    return lines
-
-
-def write_model_card(metrics: dict, path: Path) -> None:
-    """``checkpoints/README.md`` from ``metrics.json`` (every number here is measured)."""
-    r = metrics["retrieval"]
-    s = metrics["settings"]
-    ab = metrics.get("ablations", {})
-    det = metrics["detector"]
-    g = metrics["grounding"]
-    hn = metrics["hard_negatives"]
-    lines = [
-        "# Toy-world SHAN + toy Faster R-CNN — model card",
-        "",
-        "Shipped offline models for the demo (`python app.py`). Everything here was produced by "
-        "`scripts/reproduce_toyworld.py` in one run; the numbers below are copied from "
-        "`checkpoints/metrics.json` by that script.",
-        "",
-        "## What they are",
-        f"- `detector/`: torchvision Faster R-CNN trained **from scratch** on "
-        f"{s['train_images']} synthetic toy-world images ({s['image_size']} px): small conv "
-        f"backbone (stride {int(np.prod(s['detector_config'].get('strides', (8,))))}), 7×7 "
-        f"RoIAlign, TwoMLPHead → {s['feature_dim']}-d region features, "
-        f"shape classifier ({len(s['classes'])} shapes) and a colour (attribute) head. "
-        f"Regions per image: {s['min_regions']}–{s['max_regions']}. Training: "
-        f"{s.get('detector_training', {}).get('steps', '?')} steps, "
-        f"{s.get('detector_training', {}).get('scenes', '?')} scenes seen (tiled "
-        f"{s.get('detector_training', {}).get('mosaic', 1)}×"
-        f"{s.get('detector_training', {}).get('mosaic', 1)} per training image).",
-        f"- `shan/`: SHAN (GRU text encoder, d = {s['embed_dim']}, word dim {s['word_dim']}) "
-        f"trained for {s.get('shan_epochs_trained', s['shan_epochs'])} epochs on the "
-        "detector's region features of the training images (not ground-truth boxes), "
-        "5 captions per image.",
-        f"- Sizes: detector {metrics['sizes_mb']['detector']:.1f} MB, SHAN "
-        f"{metrics['sizes_mb']['shan']:.1f} MB.",
-        "",
-        "## Data",
-        "Scenes of 1–5 objects: 8 shapes × 8 colours × 2 sizes × 3 patterns on plain, gradient or "
-        "noisy backgrounds, generated by `shan/data/toyworld.py` (seed "
-        f"{s['seed']}; {s['train_images']}/{s['dev_images']}/{s['test_images']} "
-        "train/dev/test images). Captions come from a small grammar (lists, counts, spatial "
-        "relations, positions, synonyms). This is **not** natural-image data: the model "
-        "understands only this world.",
-        "",
-        f"## Retrieval on test ({r['n_images']} images × 5 captions)",
-        "| model | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rSum |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| SHAN (all three steps) | {_fmt(r['total'])} |",
-    ]
-    mode = ab.get("mode", "none")
-    if mode != "none":
-        lines += [
-            "",
-            "## Ablations",
-            (
-                "Each row scores the test set with **one step of the fully trained model alone** "
-                "(its own step score; ablation by switch, not retrained)."
-                if mode == "switch"
-                else "Switch rows score the test set with one step of the fully trained model "
-                "alone; trained rows are **separately trained** models using only that step "
-                f"({ab.get('epochs', {}).get('single_step', '?')} epochs each, the same data, "
-                "features and settings), beside the full model trained the same way "
-                f"({ab.get('epochs', {}).get('all_three', '?')} epochs)."
-            ),
-            "| model | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rSum |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, m in ab.get("switch", {}).items():
-            lines.append(f"| {name} only (switch) | {_fmt(m)} |")
-        lines.append(f"| all three (these checkpoints) | {_fmt(r['total'])} |")
-        trained = ab.get("trained", {})
-        for name, m in trained.items():
-            if name != "all three":
-                lines.append(f"| {name} only (trained) | {_fmt(m)} |")
-        if trained:
-            full = trained.get("all three", r["total"])
-            lines.append(f"| all three (trained the same way) | {_fmt(full)} |")
-            best = max(trained, key=lambda k: trained[k].get("rsum", float("-inf")))
-            if best != "all three":
-                gap = trained[best]["rsum"] - full["rsum"]
-                lines += [
-                    "",
-                    f"Trained the same way, the full model does **not** have the best rSum: "
-                    f"{best} only is {gap:.1f} higher.",
-                ]
-        if ab.get("note"):
-            lines += ["", ab["note"]]
-        if ab.get("command"):
-            lines += ["", f"Trained rows from a separate run: `{ab['command']}`."]
-    lines += [
-        "",
-        "## Detector (test)",
-        f"- mAP@0.5 over shapes: **{det['map50']:.3f}**; colour accuracy of detected objects: "
-        f"**{det['colour_acc']:.3f}** ({det['colour_n']} objects); objects found (IoU ≥ 0.5): "
-        f"{det['recall50']:.3f}.",
-        "",
-        "## Word grounding (step 1)",
-        f"For every shape noun and colour adjective of a test caption ({g['n']} words, first "
-        f"{s['grounding_images']} test images), the region with the largest word→region weight β "
-        f"overlaps the word's object with IoU ≥ 0.5: **{100 * g['accuracy']:.1f}%** "
-        f"(shape words {100 * g['per_role'].get('shape', float('nan')):.1f}%, colour words "
-        f"{100 * g['per_role'].get('colour', float('nan')):.1f}%). On the "
-        f"{g.get('unambiguous_n', 0)} words whose shape/colour no other object shares (no "
-        f"binding needed): {100 * g.get('unambiguous', float('nan')):.1f}%.",
-        "",
-        "## Hard negatives",
-        f"Captions with the colours of two objects swapped ({hn['n']} test images): the true "
-        f"caption scores higher in **{100 * hn['accuracy']:.1f}%** of cases "
-        + ", ".join(
-            f"{k} alone {100 * v:.1f}%" for k, v in hn.get("per_step", {}).items() if k != "total"
-        )
-        + ".",
-        "",
-        "## Reproduce",
-        "```",
-        metrics["command"],
-        "```",
-        "Stage timings (s): "
-        + ", ".join(f"{k} {v}" for k, v in metrics["timings_s"].items())
-        + f". Device: {metrics['device']}.",
-        "",
-        *_reproductions_section(metrics.get("reproductions", [])),
-        "## Limits",
-        "- Trained on synthetic shapes only; on photographs the detector's regions and the "
-        "scores are meaningless.",
-        "- Spatial words (left of, above, ...) are in the captions, but the region features carry "
-        "little position information, so SHAN matches mostly on colours, shapes, sizes and "
-        "patterns.",
-        f"- Examples in `assets/` are test images with a hard negative, taken in order; for "
-        f"{metrics['examples'].get('own_caption_first', 0)} of "
-        f"{metrics['examples']['candidates']} candidates the shipped model ranks one of their own "
-        "captions first among all candidates' captions and hard negatives; those are shipped "
-        "(failures only if fewer than 3 pass, marked `top_caption_is_own: false`).",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+# ----------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except ShanError as e:  # bad settings or files: one line, nothing lost that was written
+        print(f"reproduce_toyworld: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The pipeline (:func:`main` turns the library's errors into one-line messages)."""
     args = parse_args(argv)
+    if args.shan_set:  # checked before hours of work, not after
+        from shan.train import apply_set_overrides
+
+        apply_set_overrides((ModelConfig(), DataConfig(), TrainConfig()), list(args.shan_set))
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -709,11 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir, det_dir, precomp = (
-        out / "data",
-        out / "detector",
-        out / "precomp" / f"{DATA_NAME}_precomp",
-    )
+    data_dir, det_dir = out / "data", out / "detector"
+    precomp = out / "precomp" / f"{DATA_NAME}_precomp"
     timer = Timer()
     cmd = "python scripts/reproduce_toyworld.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
@@ -724,87 +743,106 @@ def main(argv: list[str] | None = None) -> int:
         anns = stage_generate(args, data_dir)
     with timer.stage("2 train detector"):
         det = stage_detector(args, data_dir, det_dir)
-        det = ToyDetector.from_pretrained(det_dir, device=args.device)  # exactly what ships
     with timer.stage("3 extract regions"):
         ext = stage_extract(args, det, data_dir, anns, precomp)
+    test = load_toy_split(precomp, "test", anns["test"])
+    dname = "test" + DISTRACTOR_SPLIT_SUFFIX
+    distractors = load_toy_split(precomp, dname) if dname in ext else None
+    if args.ablations_only:
+        metrics_path = Path(args.ckpt_dir) / "metrics.json"
+        if not metrics_path.is_file():
+            print(f"error: --ablations-only needs the main run's {metrics_path}", file=sys.stderr)
+            return 2
+        with timer.stage("ablations"):
+            metrics = json.loads(metrics_path.read_text())
+            metrics["ablations"] = run_ablations(args, det.feature_dim, test, distractors, out)
+            metrics["ablations"]["command"] = cmd
+            metrics["ablations"]["seconds"] = round(time.time() - timer.t_start, 1)
+            metrics["targets"] = targets(metrics)
+            metrics["capabilities"] = capabilities(metrics["targets"])
+        best = Path(args.ckpt_dir) / "shan"
+        cfg = json.loads((best / "config.json").read_text())
+        cfg["extra"]["capabilities"] = metrics["capabilities"]
+        cfg["extra"]["card"] = card_facts(metrics["targets"])
+        write_text(best / "config.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        write_text(metrics_path, json.dumps(metrics, indent=2, default=float) + "\n")
+        write_model_card(metrics, Path(args.ckpt_dir) / "README.md")
+        print(f"ablations added to {metrics_path}")
+        return 0
+
     with timer.stage("4 train SHAN"):
         budget = None
         if args.time_budget:
             budget = args.time_budget - (time.time() - timer.t_start) - args.eval_reserve
             print(f"time left for SHAN: {budget:.0f}s")
-        best, shan_epochs = stage_train_shan(
-            args, det.feature_dim, out / "shan", args.shan_epochs, max_seconds=budget
+        best, shan_epochs, notes = train_shan(
+            args,
+            det.feature_dim,
+            out / "shan",
+            args.shan_epochs,
+            max_seconds=budget,
+            geometry=args.geometry,
+            hard_negatives=args.hard_negatives,
         )
         args.shan_epochs_trained = shan_epochs
-    test = load_precomp_split(precomp, "test", anns["test"])
-    with timer.stage("5 evaluate retrieval"):
-        loaded, step_metrics = evaluate_model(best, test, args.device)
-        print("test (all steps): i2t R@1/5/10, t2i R@1/5/10, rSum:", _fmt(step_metrics["total"]))
-    ablations: dict[str, Any] = {"mode": args.ablations}
-    if args.ablations != "none":
-        ablations["switch"] = {
-            "L2L": step_metrics["l2l"],
-            "G2L": step_metrics["g2l"],
-            "G2G": step_metrics["g2g"],
-        }
-    if args.ablations == "train":
-        with timer.stage("6 ablations (train single-step models)"):
-            ablations["trained"] = {}
-            ablations["epochs"] = {
-                "single_step": args.ablation_epochs,
-                "all_three": args.shan_epochs_trained,
-            }
-            for name, steps in (("L2L", (1, 0, 0)), ("G2L", (0, 1, 0)), ("G2G", (0, 0, 1))):
-                flags = (bool(steps[0]), bool(steps[1]), bool(steps[2]))
-                run_dir = out / f"shan_{name.lower()}"
-                ck, _ = stage_train_shan(
-                    args, det.feature_dim, run_dir, args.ablation_epochs, flags
-                )
-                _, m = evaluate_model(ck, test, args.device)
-                ablations["trained"][name] = m["total"]
-                print(f"{name} only (trained): {_fmt(m['total'])}")
-            ablations["trained"]["all three"] = step_metrics["total"]
-    with timer.stage("7 detector mAP / colour"):
-        det_metrics = detection_metrics_from_precomp(test, det.classes)
-        print(json.dumps({k: v for k, v in det_metrics.items() if k != "ap"}))
-    with timer.stage("8 grounding + hard negatives"):
-        ground = grounding_accuracy(
-            loaded.model, loaded.text, test, max_images=args.grounding_images
+    with timer.stage("5 evaluate"):
+        from shan.calibration import save_calibration
+        from shan.checkpoint import load_checkpoint
+        from shan.toyworld.suite import suite_tables
+
+        loaded = load_checkpoint(best, device=args.device)
+        ev = full_report(
+            loaded,
+            test,
+            distractors,
+            det.classes,
+            args.device,
+            args.grounding_images,
+            args.pooling_images,
         )
-        hard = hard_negative_accuracy(loaded.model, loaded.text, test, device=args.device)
-        print(f"grounding {ground}\nhard negatives {hard}")
-    with timer.stage("9 examples + install"):
-        examples, ex_info = choose_examples(
-            loaded, det, data_dir, anns, args.num_examples, args.device
+        save_calibration(ev.pop("calibration"), best)
+        print("\n".join(suite_tables(ev["suite"])))
+        print("test R@1/5/10 both ways, rSum:", retrieval_cells(ev["retrieval"]["total"]))
+    model_kw, train_kw, _ = switch_fields(args.geometry, args.hard_negatives)
+    metrics: dict[str, Any] = {
+        "command": cmd,
+        "device": torch.cuda.get_device_name(0)
+        if args.device == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "notes": notes,
+        "switches": {"geometry": bool(model_kw), "hard_negatives": train_kw.get("hard_negatives")},
+        "settings": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "world": world_config(args).to_dict(),
+            "feature_dim": det.feature_dim,
+            "classes": det.classes,
+            "colours": det.attributes,
+            "detector_config": dataclasses.asdict(det.cfg),
+            "detector_training": dict(det.train_info),
+            "shan_config": to_dict(loaded.config),
+        },
+        "extraction": ext,
+        "evaluation": ev,
+    }
+    if args.ablations:
+        with timer.stage("6 ablations"):
+            metrics["ablations"] = run_ablations(args, det.feature_dim, test, distractors, out)
+    with timer.stage("7 examples + install"):
+        examples, metrics["examples"] = (
+            choose_examples(loaded, test, distractors, args.num_examples, args.device)
+            if distractors is not None
+            else ([], {"candidates": 0, "kept": 0, "all_right": 0})
         )
-        metrics = {
-            "command": cmd,
-            "device": torch.cuda.get_device_name(0)
-            if args.device == "cuda"
-            else platform.processor() or "cpu",
-            "torch": torch.__version__,
-            "settings": {
-                **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                "feature_dim": det.feature_dim,
-                "classes": det.classes,
-                "colours": det.attributes,
-                "detector_config": dataclasses.asdict(det.cfg),
-                "shan_config": to_dict(loaded.config),
-            },
-            "extraction": ext,
-            "retrieval": {"n_images": len(test["records"]), **step_metrics},
-            "ablations": ablations,
-            "detector": det_metrics,
-            "grounding": ground,
-            "hard_negatives": hard,
-            "examples": ex_info,
-            "sizes_mb": {"detector": _size_mb(det_dir), "shan": _size_mb(best)},
-            "timings_s": timer.times,
-        }
-        install(args, best, det_dir, examples, metrics)
-    metrics["timings_s"] = timer.times
+        metrics["targets"] = targets(metrics)
+        metrics["capabilities"] = capabilities(metrics["targets"])
+        metrics["sizes_mb"] = {"detector": _size_mb(det_dir), "shan": _size_mb(best)}
+        metrics["timings_s"] = timer.times
+        install(args, best, det_dir, data_dir, examples, metrics)
     metrics["timings_s"]["total"] = round(time.time() - timer.t_start, 1)
-    (Path(args.ckpt_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text(
+        Path(args.ckpt_dir) / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n"
+    )
     write_model_card(metrics, Path(args.ckpt_dir) / "README.md")
     print(
         f"\nwrote {args.ckpt_dir}/shan, {args.ckpt_dir}/detector, {args.assets_dir}/examples.json"

@@ -253,19 +253,20 @@ def test_negatives_must_match_the_captions(root) -> None:
         write_negatives(d, "train", [[{"type": "x", "text": 3}]] + [[]] * 19)
 
 
-def test_toyworld_eval_reads_through_precomp(root) -> None:
-    from shan.toyworld_eval import ToyEvalError, load_precomp_split
+def test_toyworld_metrics_read_through_precomp(root) -> None:
+    from shan.toyworld.metrics import ToyEvalError, load_toy_split
 
     anns = {
         "images": [{"id": i, "file": f"imgs/{i}"} for i in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")]
     }
     d = precomp_dir(root, "toy")
-    data = load_precomp_split(d, "train", anns)
-    assert data["feats"].shape == (4, 3, 8) and data["masks"].sum(1).tolist() == [3, 2, 1, 3]
-    assert [r["id"] for r in data["records"]] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    data = load_toy_split(d, "train", anns)
+    assert data.arrays.feats.shape == (4, 3, 8)
+    assert data.arrays.masks.sum(1).tolist() == [3, 2, 1, 3]
+    assert [r["id"] for r in data.records] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
     (d / "train_nregions.npy").write_bytes(b"garbage")  # the format's own checks apply
     with pytest.raises(DataError, match="train_nregions.npy"):
-        load_precomp_split(d, "train", anns)
+        load_toy_split(d, "train", anns)
     write_precomp(d, "train", np.zeros((4, 3, 8)), _caps(4))  # no boxes, no ids
     with pytest.raises(ToyEvalError, match="train_boxes.npy"):
-        load_precomp_split(d, "train", anns)
+        load_toy_split(d, "train", anns)

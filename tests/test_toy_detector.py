@@ -1,7 +1,9 @@
-"""The toy Faster R-CNN: training losses (incl. colour), RegionExtractor interface, save/load."""
+"""The toy Faster R-CNN: training losses (incl. colour), RegionExtractor interface, save/load,
+the per-image normalisation and whole-image-region switches, augmentation and tone sampling."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -9,13 +11,8 @@ from PIL import Image
 from shan import toyworld as tw
 from shan.detect.base import RegionExtractor
 from shan.detect.factory import build_extractor
-from shan.detect.toy import (
-    DetectorError,
-    ToyDetectionDataset,
-    ToyDetector,
-    ToyDetectorConfig,
-    train_detector,
-)
+from shan.detect.toy import WHOLE_IMAGE_LABEL, DetectorError, ToyDetector, ToyDetectorConfig
+from shan.toyworld.detector_train import ToyDetectionDataset, train_detector
 
 
 def tiny_cfg(**kw) -> ToyDetectorConfig:
@@ -174,3 +171,78 @@ def test_mosaic_tiles_scenes_and_training_restores_inference_size(toy_split, tmp
     assert det.train_info["mosaic"] == 2 and det.train_info["scenes"] == 4
     assert det.model.transform.min_size == (64,) and det.model.transform.max_size == 64
     assert det.model.rpn._post_nms_top_n["training"] == 200
+
+
+def test_whole_image_region_is_appended_last_and_saved_with_the_config(tmp_path):
+    img = [tw.generate_scene(3, image_size=64)[0], tw.generate_scene(4, image_size=64)[0]]
+    plain = ToyDetector(tiny_cfg())
+    with_whole = ToyDetector(tiny_cfg(whole_image_region=True), model=plain.model)
+    a, b = plain.extract(img), with_whole.extract(img)
+    for ra, rb, im in zip(a, b, img):
+        assert len(rb) == len(ra) + 1
+        assert rb.labels[-1] == WHOLE_IMAGE_LABEL and rb.labels[:-1] == ra.labels
+        assert rb.boxes[-1].tolist() == [0.0, 0.0, float(im.width), float(im.height)]
+        assert float(rb.scores[-1]) == 1.0
+        # the object regions are unchanged; the extra one is pooled from the same feature map
+        assert torch.allclose(rb.features[:-1], ra.features, atol=1e-5)
+        assert not torch.allclose(rb.features[-1], ra.features[0])
+    with_whole.save_pretrained(tmp_path / "w")
+    again = ToyDetector.from_pretrained(tmp_path / "w")
+    assert again.cfg.whole_image_region and len(again.extract(img[:1])[0]) == len(b[0])
+
+
+def test_per_image_norm_makes_the_detector_blind_to_global_brightness_and_contrast():
+    torch.manual_seed(0)
+    det = ToyDetector(tiny_cfg(per_image_norm=True))
+    plain = ToyDetector(tiny_cfg())
+    img = tw.generate_scene(5, image_size=64)[0]
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+    darker = x * 0.4 + 0.05  # the same picture at a lower brightness and contrast
+    with torch.no_grad():  # the first conv block sees the same input, up to float error
+        feats = [det.model.backbone.body[:2](t.unsqueeze(0)) for t in (x, darker)]
+        raw = [plain.model.backbone.body[:1](t.unsqueeze(0)) for t in (x, darker)]
+
+    def rel_gap(a, b):
+        return float((a - b).abs().max() / a.abs().max())
+
+    assert rel_gap(*feats) < 1e-2  # (InstanceNorm's eps)
+    assert rel_gap(*raw) > 0.1
+
+
+def test_jitter_keeps_boxes_and_labels_and_tone_weights_pick_dark_scenes(toy_split, tmp_path):
+    ds = ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), hflip=False,
+                             brightness=0.5, contrast=0.5)  # fmt: skip
+    plain = ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), hflip=False)
+    a, b = ds[0], plain[0]
+    assert torch.equal(a[1]["boxes"], b[1]["boxes"]) and torch.equal(a[1]["labels"], b[1]["labels"])
+    assert a[0].shape == b[0].shape and a[0].dtype == torch.uint8
+    with pytest.raises(DetectorError, match="brightness"):
+        ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), brightness=1.5)
+    tones = [ds.tone_of(i) for i in range(len(ds))]
+    assert set(tones) <= set(tw.BACKGROUND_TONES)
+    det = train_detector(toy_split, None, epochs=1, batch_size=1, device="cpu", num_workers=0,
+                         cfg=tiny_cfg(), max_steps=1, log=lambda s: None, brightness=0.2,
+                         tone_weights={"dark": 3.0})  # fmt: skip
+    assert det.train_info["tone_weights"] == {"dark": 3.0} and det.train_info["brightness"] == 0.2
+    with pytest.raises(DetectorError, match="tone_weights"):
+        train_detector(toy_split, None, epochs=1, batch_size=1, device="cpu", num_workers=0,
+                       cfg=tiny_cfg(), max_steps=1, log=lambda s: None,
+                       tone_weights={t: 0.0 for t in tw.BACKGROUND_TONES})  # fmt: skip
+
+
+def test_mosaic_tiles_are_normalised_like_single_images_for_per_image_norm(toy_split):
+    from torch.nn import InstanceNorm2d
+
+    plain = ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), hflip=False)
+    tiled = ToyDetectionDataset(toy_split, list(tw.SHAPES), list(tw.COLOURS), hflip=False,
+                                mosaic=2, normalise_tiles=True)  # fmt: skip
+    img, _ = tiled[0]
+    norm = InstanceNorm2d(3)
+    whole = norm(img.float().unsqueeze(0))[0]  # what the detector does to the mosaic
+    singles = {i: norm(plain[i][0].float().unsqueeze(0))[0] for i in range(4)}
+    for r in range(2):
+        for c in range(2):
+            tile = whole[:, r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64]
+            # each tile, normalised as part of the mosaic, matches one scene normalised alone
+            gaps = [float((tile - one).abs().mean()) for one in singles.values()]
+            assert min(gaps) < 0.1, gaps

@@ -1,6 +1,6 @@
 """The toy world's scenes and splits: determinism, visible boxes, occlusion, contrast on every
 background, duplicates, presets, annotation files and the CLI; then the toy-world metrics
-(``shan.toyworld_eval``) against hand-made predictions and the reproduce script."""
+(``shan.toyworld.metrics``) against hand-made predictions and the reproduce script."""
 
 from __future__ import annotations
 
@@ -304,18 +304,39 @@ def test_cli_writes_three_splits(tmp_path, capsys):
 
 def test_cli_presets_and_world_config_file(tmp_path, capsys):
     out = tmp_path / "c"
-    assert tw.main(["--split-sizes", "1,0,0", "--out", str(out), "--preset", "classic",
-                    "--workers", "1"]) == 0  # fmt: skip
+    assert (
+        tw.main(
+            ["--split-sizes", "1,0,0", "--out", str(out), "--preset", "classic", "--workers", "1"]
+        )
+        == 0
+    )
     assert tw.load_annotations(out / "train")["world"]["name"] == "classic"
     conf = tmp_path / "w.json"
     conf.write_text(json.dumps({"num_objects": {"3": 1}, "overlap_p": 0.0}))
-    assert tw.main(["--split-sizes", "2,0,0", "--out", str(tmp_path / "d"), "--world-config",
-                    str(conf), "--workers", "1"]) == 0  # fmt: skip
+    assert (
+        tw.main(
+            [
+                "--split-sizes",
+                "2,0,0",
+                "--out",
+                str(tmp_path / "d"),
+                "--world-config",
+                str(conf),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     ann = tw.load_annotations(tmp_path / "d" / "train")
     assert all(len(r["objects"]) <= 3 for r in ann["images"])
     conf.write_text(json.dumps({"num_objects": {"9": 1}}))
-    assert tw.main(["--split-sizes", "2,0,0", "--out", str(tmp_path / "e"), "--world-config",
-                    str(conf)]) == 2  # fmt: skip
+    assert (
+        tw.main(
+            ["--split-sizes", "2,0,0", "--out", str(tmp_path / "e"), "--world-config", str(conf)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "num_objects" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -339,17 +360,19 @@ def test_load_annotations_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Toy-world evaluation (shan.toyworld_eval) against hand-made predictions
+# Toy-world evaluation (shan.toyworld.metrics) against hand-made predictions
 # ----------------------------------------------------------------------------------------------
 
 
 def _records(n: int = 12):
-    return [tw.scene_record(tw.generate_scene(s)[1], f"r{i}", f"r{i}.png")
-            for i, s in enumerate(SEEDS[:n])]  # fmt: skip
+    return [
+        tw.scene_record(tw.generate_scene(s)[1], f"r{i}", f"r{i}.png")
+        for i, s in enumerate(SEEDS[:n])
+    ]
 
 
 def test_detection_metrics_perfect_and_wrong():
-    from shan.toyworld_eval import detection_metrics
+    from shan.toyworld.metrics import detection_metrics
 
     recs = _records()
     boxes = [np.array([o["box"] for o in r["objects"]]) for r in recs]
@@ -364,6 +387,18 @@ def test_detection_metrics_perfect_and_wrong():
     assert m2["map50"] == 0.0 and m2["colour_acc"] == 0.0
     shifted = [b + 200 for b in boxes]
     assert detection_metrics(shifted, labels, scores, colours, recs, tw.SHAPES)["map50"] == 0.0
+
+
+def _toy_split(feats, boxes, nreg, recs):
+    from pathlib import Path
+
+    from shan.data.precomp import SplitArrays
+    from shan.toyworld.metrics import ToySplit
+
+    k = feats.shape[1]
+    masks = np.arange(k)[None, :] < nreg[:, None]
+    arrays = SplitArrays(feats, masks, [], boxes, [r["id"] for r in recs], nreg, Path("."), "test")
+    return ToySplit(arrays, list(recs), boxes, None)
 
 
 class _BagOfWordsGrounder:
@@ -395,7 +430,7 @@ class _BagOfWordsGrounder:
 
 def test_grounding_accuracy_of_a_perfect_and_an_inverted_grounder():
     from shan.data.vocab import Vocabulary
-    from shan.toyworld_eval import grounding_accuracy
+    from shan.toyworld.metrics import grounding_accuracy
 
     recs = _records()
     k = 6
@@ -409,7 +444,7 @@ def test_grounding_accuracy_of_a_perfect_and_an_inverted_grounder():
             boxes[i, j] = o["box"]
         nreg[i] = len(r["objects"]) + 1  # plus one background region
         boxes[i, len(r["objects"])] = [0, 0, 256, 256]
-    data = {"feats": feats, "boxes": boxes, "nregions": nreg, "records": recs}
+    data = _toy_split(feats, boxes, nreg, recs)
     vocab = Vocabulary.build([c["text"] for r in recs for c in r["captions"]])
     good = grounding_accuracy(_BagOfWordsGrounder(vocab), vocab, data, max_images=None)
     bad = grounding_accuracy(_BagOfWordsGrounder(vocab, invert=True), vocab, data, max_images=None)
@@ -421,56 +456,223 @@ def test_grounding_accuracy_of_a_perfect_and_an_inverted_grounder():
     assert bad["accuracy"] < 0.2
 
 
+def test_detection_by_background_reports_each_group_and_the_weakest():
+    from shan.detect.toy import WHOLE_IMAGE_LABEL
+    from shan.toyworld.metrics import background_group, detection_by_background
+
+    recs = _records(12)
+    tones = [background_group(r, "tone") for r in recs]
+    assert set(tones) <= set(tw.BACKGROUND_TONES) and len(set(tones)) >= 2
+    missed = tones[0]  # every image of this tone gets no detection at all
+    boxes, labels, scores, colours = [], [], [], []
+    for r, tone in zip(recs, tones):
+        objs = [] if tone == missed else r["objects"]
+        # a whole-image region is never a detection, even when its label is a shape's
+        boxes.append(np.array([o["box"] for o in objs] + [[0, 0, 256, 256]]).reshape(-1, 4))
+        labels.append([o["shape"] for o in objs] + [WHOLE_IMAGE_LABEL])
+        scores.append([0.9] * len(objs) + [1.0])
+        colours.append([o["colour"] for o in objs] + ["red"])
+    m = detection_by_background(boxes, labels, scores, colours, recs, tw.SHAPES)
+    by_tone = m["by_background"]["tone"]
+    assert by_tone[missed]["map50"] == 0.0 and by_tone[missed]["recall50"] == 0.0
+    for tone in set(tones) - {missed}:
+        assert by_tone[tone]["map50"] == pytest.approx(1.0)
+    assert m["min_group_map50"] == 0.0 and m["min_group"] == f"tone/{missed}"
+    assert sum(g["n_images"] for g in by_tone.values()) == len(recs)
+    assert set(m["by_background"]["hue"]) <= {"grey", "colour"}
+    assert 0.0 < m["recall50"] < 1.0
+
+
+class _PoolingModel:
+    """``txt_pool`` puts ``weight`` on shape and colour words, 1 on every other word."""
+
+    def __init__(self, vocab, weight: float):
+        self.vocab, self.weight = vocab, weight
+        self.cfg = type("C", (), {"max_words": 64, "use_g2l": True})()
+        self.content = set()
+        for words in (lx.SHAPE_WORDS, lx.COLOUR_WORDS):
+            for ws in words.values():
+                self.content |= set(ws) | {plural(w) for w in ws}
+
+    def explain(self, feats, mask, tokens, length):
+        import torch
+
+        words = [self.vocab.itos[int(t)] for t in tokens[:length]]
+        w = torch.tensor([self.weight if x in self.content else 1.0 for x in words])
+        return type("E", (), {"txt_pool": w / w.sum()})()
+
+
+def test_pooling_sanity_measures_content_against_function_words():
+    from shan.data.vocab import Vocabulary
+    from shan.toyworld.metrics import pooling_sanity
+
+    recs = _records(8)
+    k = 3
+    data = _toy_split(
+        np.zeros((8, k, 4), np.float32), np.zeros((8, k, 4), np.float32), np.full(8, k), recs
+    )
+    vocab = Vocabulary.build([c["text"] for r in recs for c in r["captions"]])
+    flat = pooling_sanity(_PoolingModel(vocab, 1.0), vocab, data, max_images=None)
+    peaked = pooling_sanity(_PoolingModel(vocab, 5.0), vocab, data, max_images=None)
+    assert flat["n_captions"] == 40 and flat["ratio"] == pytest.approx(1.0)
+    # Shapes and colours get 5x a function word's weight; relations/counts (also content) get 1x.
+    assert 2.0 < peaked["ratio"] < 5.0
+    # (5x within each caption; the means over captions of different lengths differ a little)
+    assert 3 * peaked["by_role"][""] < peaked["by_role"]["shape"] < 7 * peaked["by_role"][""]
+
+
+QUICK = [
+    "--quick",
+    "--device",
+    "cpu",
+    "--train-images",
+    "16",
+    "--dev-images",
+    "5",
+    "--test-images",
+    "6",
+    "--image-size",
+    "64",
+    "--shan-batch",
+    "8",
+    "--workers",
+    "1",
+    "--num-examples",
+    "2",
+]
+
+
 @pytest.mark.slow
 def test_reproduce_pipeline_end_to_end_tiny(tmp_path):
-    """The one-command pipeline at toy sizes: every stage runs and every artefact is written."""
+    """The thin one-command pipeline at toy sizes: every stage runs, every artefact is written, the
+    suite's command gives the same numbers from the files, and --reuse keeps what matches."""
     mod = _reproduce_module()
     out = tmp_path / "run"
-    rc = mod.main(["--quick", "--device", "cpu", "--out", str(out), "--train-images", "16",
-                   "--dev-images", "5", "--test-images", "6", "--image-size", "64",
-                   "--shan-batch", "8", "--workers", "1", "--num-examples", "2"])  # fmt: skip
-    assert rc == 0
+    assert mod.main([*QUICK, "--out", str(out)]) == 0
     ck = out / "checkpoints"
     metrics = json.loads((ck / "metrics.json").read_text())
-    for key in ("retrieval", "ablations", "detector", "grounding", "hard_negatives", "timings_s"):
-        assert key in metrics
-    assert metrics["retrieval"]["n_images"] == 6
-    assert set(metrics["ablations"]["switch"]) == {"L2L", "G2L", "G2G"}
-    assert f"{metrics['retrieval']['total']['rsum']:.1f}" in (ck / "README.md").read_text()
-    # Another run's headline figures can be listed in the card, as measured.
-    metrics["reproductions"] = [mod.summarize_run(metrics, "a second run")]
-    mod.write_model_card(metrics, tmp_path / "card.md")
-    card_lines = (tmp_path / "card.md").read_text().splitlines()
-    row = next(x for x in card_lines if "| a second run |" in x)
-    assert f"| {metrics['detector']['map50']:.3f} |" in row
-    assert (ck / "shan" / "model.safetensors").is_file()
-    assert (ck / "detector" / "detector.safetensors").is_file()
+    ev = metrics["evaluation"]
+    for key in ("suite", "retrieval", "grounding", "pooling", "detector"):
+        assert key in ev
+    assert ev["n_images"] == 6
+    assert set(ev["suite"]["negatives"]) == set(tw.NEGATIVE_TYPES)
+    assert set(ev["suite"]["distractors"]) == set(tw.DISTRACTOR_TYPES)
+    assert set(ev["detector"]["by_background"]) == {"tone", "hue", "texture"}
+    card = (ck / "README.md").read_text()
+    assert f"{ev['retrieval']['total']['rsum']:.1f}" in card and "| colour_swap |" in card
+    assert all(t["name"] in card for t in metrics["targets"])
+    # the world is recorded with the checkpoint, with the card's machine-readable facts
     from shan.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ck / "shan")
     assert loaded.extra["detector"] == {"kind": "toy", "weights": "../detector"}
+    assert tw.WorldConfig.from_dict(loaded.extra["world"]).image_size == 64
+    caps = loaded.extra["capabilities"]
+    assert len(caps["knows"]) + len(caps["does_not_know"]) == len(metrics["targets"])
+    # the app's banner reads extra["card"]: short lines, the unmet targets among "does not know"
+    from demo.card import read_card
+
+    card_facts = read_card(ck / "shan", loaded.extra)
+    assert card_facts.source == "config" and card_facts.does_not_know
+    assert card_facts.does_not_know == loaded.extra["card"]["does_not_know"][:8]
+    assert (ck / "shan" / "calibration.json").is_file()
+    assert not (ck / "shan" / "train_state.pt").exists()
+    from shan.detect.toy import ToyDetector
+
+    det = ToyDetector.from_pretrained(ck / "detector")
+    assert det.cfg.whole_image_region and det.cfg.per_image_norm
+    assert det.train_info["brightness"] > 0
     examples = json.loads((out / "assets" / "examples.json").read_text())
+    assert examples
     for ex in examples:
         assert (out / "assets" / ex["image"]).is_file() and len(ex["captions"]) == 5
+        assert (out / "assets" / ex["distractor"]["image"]).is_file()
+        assert ex["distractor"]["type"] == "mirror" and ex["distractor"]["false_captions"]
+        assert ex["hard_negative_type"] == "relation_swap"
         assert ex["hard_negative"] not in ex["captions"]
+        assert "relation_swap" in {n["type"] for n in ex["negatives"]}
 
-    # Again, reusing data and detector, with ablations by training: one model per single step and
-    # the full model, trained for the same number of epochs, side by side in the card.
-    det_before = (out / "detector" / "detector.safetensors").read_bytes()
-    rc = mod.main(["--quick", "--device", "cpu", "--out", str(out), "--train-images", "16",
-                   "--dev-images", "5", "--test-images", "6", "--image-size", "64",
-                   "--shan-batch", "8", "--workers", "1", "--num-examples", "2", "--reuse",
-                   "--ablations", "train"])  # fmt: skip
+    # The suite's own command on the run's files: the same rows as the card's.
+    from shan.toyworld import suite
+
+    js = tmp_path / "suite.json"
+    rc = suite.main(
+        ["--checkpoint", str(ck / "shan"), "--data", str(out), "--json", str(js), "--suite-only"]
+    )
     assert rc == 0
+    again = json.loads(js.read_text())["suite"]
+    for t, row in ev["suite"]["negatives"].items():
+        assert again["negatives"][t]["n"] == row["n"]
+        if row["n"]:
+            assert again["negatives"][t]["total"] == pytest.approx(row["total"])
+    assert suite.main(["--checkpoint", str(tmp_path / "nope"), "--data", str(out)]) == 2
+
+    # Again with --reuse: data and detector are kept (same world, same detector config).
+    det_before = (out / "detector" / "detector.safetensors").read_bytes()
+    img_before = (out / "data" / "train" / "images" / "train_000000.png").stat().st_mtime_ns
+    assert mod.main([*QUICK, "--out", str(out), "--reuse"]) == 0
     assert (out / "detector" / "detector.safetensors").read_bytes() == det_before
+    assert (out / "data" / "train" / "images" / "train_000000.png").stat().st_mtime_ns == img_before
+
+    # Without the whole-image region: the same object regions, one region fewer per image.
+    from shan.data.precomp import load_split_dir, read_negatives, read_regions
+    from shan.detect.toy import WHOLE_IMAGE_LABEL
+    from shan.toyworld.metrics import ToyEvalError, drop_whole_image_region
+
+    pre = out / "precomp" / "toyworld_precomp"
+    drop_whole_image_region(pre, tmp_path / "nowhole", "test")
+    a, b = load_split_dir(pre, "test"), load_split_dir(tmp_path / "nowhole", "test")
+    assert (b.nregions == a.nregions - 1).all() and b.captions == a.captions
+    for i, n in enumerate(b.nregions):
+        assert np.array_equal(np.asarray(b.feats[i, :n]), np.asarray(a.feats[i, :n]))
+        assert not np.asarray(b.feats[i, n:]).any()
+    assert all(
+        WHOLE_IMAGE_LABEL not in r["labels"] for r in read_regions(tmp_path / "nowhole", "test")
+    )
+    assert read_negatives(tmp_path / "nowhole", "test") == read_negatives(pre, "test")
+    with pytest.raises(ToyEvalError, match="whole-image region"):
+        drop_whole_image_region(tmp_path / "nowhole", tmp_path / "twice", "test")
+
+    # The ablation grid on the same features: every model trained per seed, or said why not.
+    grid = ["paper", "both (full)", "G2G only", mod.NO_WHOLE]
+    assert (
+        mod.main(
+            [
+                *QUICK,
+                "--out",
+                str(out),
+                "--reuse",
+                "--ablations-only",
+                "--ablation-seeds",
+                "2",
+                "--ablation-models",
+                ",".join(grid),
+            ]
+        )
+        == 0
+    )
     ab = json.loads((ck / "metrics.json").read_text())["ablations"]
-    assert set(ab["trained"]) == {"L2L", "G2L", "G2G", "all three"}
-    assert ab["epochs"] == {"single_step": 1, "all_three": 1}
+    assert set(ab["summary"]) | set(ab["skipped"]) == set(grid)
+    assert ab["summary"]["paper"]["rsum"]["n"] == 2 and len(ab["runs"]["paper"]) == 2
+    assert ab["recipe"]["seeds"] == 2
     card = (ck / "README.md").read_text()
-    for name in ("L2L", "G2L", "G2G"):
-        assert f"| {name} only (trained) | " in card
-    assert f"{ab['trained']['G2G']['rsum']:.1f} |" in card
-    assert "| all three (trained the same way) |" in card
+    assert "## Ablations (mean ± std over seeds)" in card and "| paper |" in card
+
+
+def test_reuse_compares_the_world_config_not_only_sizes(tmp_path):
+    mod = _reproduce_module()
+    args = mod.parse_args(["--quick", "--device", "cpu", "--image-size", "64"])
+    cfg = mod.world_config(args)
+    tw.generate_split(tmp_path / "test", "test", 3, seed=0, workers=1, config=cfg)
+    path = tmp_path / "test" / "annotations.json"
+    assert mod.data_matches(path, 3, cfg, 0)
+    assert not mod.data_matches(path, 4, cfg, 0)  # another size
+    assert not mod.data_matches(path, 3, cfg, 1)  # another seed
+    other = tw.WorldConfig.from_dict({**cfg.to_dict(), "overlap_p": 0.9})  # same sizes
+    assert not mod.data_matches(path, 3, other, 0)
+    assert not mod.data_matches(tmp_path / "missing.json", 3, cfg, 0)
+    path.write_text("{not json")
+    assert not mod.data_matches(path, 3, cfg, 0)
 
 
 def _reproduce_module():
@@ -489,10 +691,64 @@ def test_reproduce_presets_follow_the_device_and_flags_override_them():
     cpu = mod.parse_args(["--device", "cpu"])
     assert cpu.preset == "cpu"
     assert cpu.time_budget <= 2 * 3600 and cpu.det_mosaic == 1 and cpu.test_images == 1000
+    assert cpu.geometry and cpu.hard_negatives == "typed" and cpu.whole_image_region
+    assert mod.parse_args(["--preset", "gpu", "--device", "cpu"]).train_images == 10000
     quick = mod.parse_args(["--quick", "--device", "cpu"])
     assert quick.preset == "quick" and quick.time_budget is None and quick.train_images < 100
-    own = mod.parse_args(["--device", "cpu", "--train-images", "10", "--det-mosaic", "3",
-                          "--time-budget", "60", "--det-share", "0.2"])  # fmt: skip
+    own = mod.parse_args(
+        [
+            "--device",
+            "cpu",
+            "--train-images",
+            "10",
+            "--det-mosaic",
+            "3",
+            "--time-budget",
+            "60",
+            "--det-share",
+            "0.2",
+            "--no-geometry",
+            "--no-whole-image-region",
+        ]
+    )
     assert (own.train_images, own.det_mosaic, own.time_budget) == (10, 3, 60.0)
     assert own.det_seconds == pytest.approx(12.0)
+    assert not own.geometry and not own.whole_image_region
     assert own.dev_images == cpu.dev_images  # untouched values keep the preset's
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--device", "cpu", "--ablations-only"])  # needs --reuse
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--device", "cpu", "--ablation-models", "paper,nope"])
+    assert mod.parse_args(["--device", "cpu"]).ablation_models == [
+        *mod.ABLATION_MODELS,
+        mod.NO_WHOLE,
+    ]
+
+
+def test_reproduce_shan_settings_pass_through_but_keep_the_variants_switches(tmp_path, capsys):
+    mod = _reproduce_module()
+    args = mod.parse_args(
+        [
+            "--quick",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            "--shan-set",
+            "train.lr=1e-4",
+            "--shan-set",
+            "model.use_l2l=false",
+            "--shan-set",
+            "margin=0.3",
+        ]
+    )
+    m, d, t, _ = mod.shan_configs(args, 32, tmp_path / "o", 2, steps=(True, False, True))
+    assert t.lr == 1e-4 and t.margin == 0.3 and d.name == "toyworld"
+    assert (m.use_l2l, m.use_g2l, m.use_g2g) == (True, False, True)  # the variant's, not the flag's
+    # a field that does not exist: one line, before any work
+    rc = mod.main(
+        ["--quick", "--device", "cpu", "--out", str(tmp_path / "x"), "--shan-set", "train.nope=1"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nope" in err[0]
+    assert not (tmp_path / "x" / "data").exists()

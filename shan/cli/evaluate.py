@@ -11,6 +11,11 @@ COCO ``testall`` (5000 images) ``--fold5`` prints COCO 1K (mean over five folds 
 rSum from the mean recalls) and COCO 5K (all images at once) from one scoring pass. The ``--json``
 path is checked before the checkpoint is loaded and written through a temporary file, so computed
 metrics are never lost to an unwritable path.
+
+``--calibrate`` scores every step in the same pass and saves where each step's scores of matching
+and non-matching pairs lie (:mod:`shan.calibration`) as ``calibration.json`` in the checkpoint
+directory (a local one; the directory is checked before scoring), or in ``--calibration-dir``. The
+app reads it to say how a score compares with the evaluated pairs.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from shan.calibration import save_calibration
 from shan.checkpoint import load_checkpoint
 from shan.cli.common import Parser, positive_int, run
 from shan.device import resolve_device
 from shan.evaluation import evaluate_split, format_metrics
-from shan.files import check_writable_file, write_text
+from shan.files import check_writable_dir, check_writable_file, write_text
 
 PROG = "shan-eval"
 
@@ -56,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="pairs scored at once by the model (memory grows with the product)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also save each step's score distributions (calibration.json) for the app",
+    )
+    p.add_argument(
+        "--calibration-dir",
+        default=None,
+        help="where --calibrate writes calibration.json (default: the checkpoint directory)",
+    )
     return p
 
 
@@ -82,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_writable_file(args.json_out)  # before the work, so its result is not lost
         device = resolve_device(args.device)
         loaded = load_checkpoint(args.checkpoint, device=device)
+        cal_dir = None
+        if args.calibrate:
+            cal_dir = check_writable_dir(args.calibration_dir or loaded.path)
         result = evaluate_split(
             loaded.model,
             loaded.text,
@@ -94,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             chunk=args.chunk,
             progress=not args.no_progress,
             score_chunks=tuple(args.score_chunks) if args.score_chunks else None,
+            calibrate=args.calibrate,
         )
+        calibration = result.pop("calibration", None)
         result.update(
             {
                 "checkpoint": str(args.checkpoint),
@@ -103,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         )
         print(report(result, args.name), flush=True)
+        if calibration is not None and cal_dir is not None:
+            print(f"wrote {save_calibration(calibration, cal_dir)}")
         if args.json_out:
             out = write_text(args.json_out, json.dumps(result, indent=2) + "\n")
             print(f"wrote {out}")

@@ -12,15 +12,27 @@ As a :class:`~shan.detect.base.RegionExtractor`: image → top-scoring detection
 NMS; each region's feature is re-pooled at its refined box, so box, feature, shape and colour
 describe the same pixels. Fewer than ``min_regions`` confident detections are topped up with the
 next-best candidates; at most ``max_regions`` are returned.
+
+Two switches of :class:`ToyDetectorConfig` (off by default, so older detectors load unchanged):
+
+* ``per_image_norm`` — each input image is normalised by its own per-channel mean and standard
+  deviation (:class:`torch.nn.InstanceNorm2d` without parameters in front of the backbone), so a
+  shape on a dark background reaches the backbone with the contrast it has on a light one.
+* ``whole_image_region`` — one more region per image, the whole picture (box ``0, 0, W, H``, label
+  :data:`WHOLE_IMAGE_LABEL`, score 1), pooled like every other region. Object regions carry no
+  information about the background or about how many objects there are; this region gives SHAN a
+  place to see scene-level facts. It is always the last region of an image and is not a detection
+  (metrics skip it).
+
+Training lives in :mod:`shan.toyworld.detector_train` (the toy world's data); this module only
+builds, loads and runs the detector.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +57,7 @@ from shan.errors import ShanError
 WEIGHTS_NAME = "detector.safetensors"
 CONFIG_NAME = "detector.json"
 TRAINING_NAME = "training.json"  # how it was trained (steps, seconds); informational
+WHOLE_IMAGE_LABEL = "whole image"  # the label of the ``whole_image_region`` region
 
 
 class DetectorError(ShanError, ValueError):
@@ -71,6 +84,8 @@ class ToyDetectorConfig:
     max_regions: int = 8
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     image_std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    per_image_norm: bool = False  # normalise each image by its own channel mean / std
+    whole_image_region: bool = False  # append the whole picture as one more region per image
 
 
 def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -82,16 +97,24 @@ def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class SmallBackbone(nn.Module):
-    """A few conv blocks: ``(B, 3, H, W)`` → ``(B, out_channels, H/s, W/s)``, ``s = Π strides``."""
+    """A few conv blocks: ``(B, 3, H, W)`` → ``(B, out_channels, H/s, W/s)``, ``s = Π strides``.
+
+    ``per_image_norm`` puts a parameter-free :class:`~torch.nn.InstanceNorm2d` first: every image
+    (every mosaic, when training on tiles) is normalised by its own channel statistics.
+    """
 
     def __init__(
-        self, widths: Sequence[int], out_channels: int, strides: Sequence[int] | None = None
+        self,
+        widths: Sequence[int],
+        out_channels: int,
+        strides: Sequence[int] | None = None,
+        per_image_norm: bool = False,
     ) -> None:
         super().__init__()
         strides = list(strides) if strides is not None else [2, 2, 2, 1][: len(widths)]
         if len(strides) != len(widths):
             raise DetectorError(f"{len(widths)} backbone widths but {len(strides)} strides")
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [nn.InstanceNorm2d(3)] if per_image_norm else []
         cin = 3
         for w, stride in zip(widths, strides):
             layers += [_conv(cin, w, stride), _conv(w, w, 1)]
@@ -155,7 +178,7 @@ def build_model(cfg: ToyDetectorConfig) -> FasterRCNN:
         raise DetectorError(
             "ToyDetectorConfig needs the class (shape) and attribute (colour) names"
         )
-    backbone = SmallBackbone(cfg.widths, cfg.out_channels, cfg.strides)
+    backbone = SmallBackbone(cfg.widths, cfg.out_channels, cfg.strides, cfg.per_image_norm)
     anchors = AnchorGenerator(
         sizes=(tuple(cfg.anchor_sizes),), aspect_ratios=(tuple(cfg.aspect_ratios),)
     )
@@ -379,6 +402,10 @@ class ToyDetector:
         counts = [len(x) for x in sel]
         flat = torch.from_numpy(np.concatenate(sel)).to(dev)
         chosen = list(torch.split(box[flat], counts))
+        whole = self.cfg.whole_image_region
+        if whole:  # one more region per image: the whole (resized) picture, last
+            full = [torch.tensor([[0.0, 0.0, s[1], s[0]]], device=dev) for s in il.image_sizes]
+            chosen = [torch.cat([c, f.to(c.dtype)]) for c, f in zip(chosen, full)]
         feats, _, _, attr_logits = self._heads(features, chosen, il.image_sizes)
         attr_p, attr_i = F.softmax(attr_logits.float(), -1).max(1)
         # Boxes back to original pixels: per-region scale factors of its image.
@@ -387,14 +414,25 @@ class ToyDetector:
             device=dev,
             dtype=torch.float32,
         )
+        if whole:
+            counts = [n + 1 for n in counts]
         region_img = torch.repeat_interleave(
             torch.arange(len(counts), device=dev), torch.tensor(counts, device=dev)
         )
-        boxes_out = box[flat].float() * scale[region_img].repeat(1, 2)
-        sc, feats, attr_p = score[flat].float(), feats.float(), attr_p.float()
+        boxes_out = torch.cat(chosen).float() * scale[region_img].repeat(1, 2)
+        sc = score[flat].float()
+        label_ids = cls[flat].tolist()  # one device→host copy for all names
+        labels = [self.cfg.classes[c] for c in label_ids]
+        if whole:  # the whole-image region: score 1, its own label, after each image's objects
+            parts, lab, start = [], [], 0
+            for n in counts:
+                parts += [sc[start : start + n - 1], torch.ones(1, device=dev)]
+                lab += labels[start : start + n - 1] + [WHOLE_IMAGE_LABEL]
+                start += n - 1
+            sc, labels = torch.cat(parts), lab
+        feats, attr_p = feats.float(), attr_p.float()
         if to_cpu:
             boxes_out, sc, feats, attr_p = (t.cpu() for t in (boxes_out, sc, feats, attr_p))
-        label_ids = cls[flat].tolist()  # one device→host copy for all names
         attr_ids = attr_i.tolist()
         out: list[Regions] = []
         start = 0
@@ -405,7 +443,7 @@ class ToyDetector:
                     boxes=boxes_out[sl],
                     features=feats[sl],
                     scores=sc[sl],
-                    labels=[self.cfg.classes[c] for c in label_ids[sl]],
+                    labels=labels[sl],
                     attributes=[self.cfg.attributes[a] for a in attr_ids[sl]],
                     attribute_scores=attr_p[sl],
                     image_size=(orig_sizes[i][1], orig_sizes[i][0]),
@@ -417,216 +455,3 @@ class ToyDetector:
     def extract(self, images: Sequence[Image.Image]) -> list[Regions]:
         """RGB PIL images (any size) → :class:`Regions` (on the CPU), in order."""
         return self.detect_tensors(self._to_tensors(images), to_cpu=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
-
-
-class ToyDetectionDataset(torch.utils.data.Dataset):
-    """A toy-world split as detection targets: ``(image (3,H,W) uint8, target dict)``.
-
-    ``target``: ``boxes`` (G, 4) float xyxy, ``labels`` (G,) int64 shape id + 1, ``attributes``
-    (G,) int64 colour id. ``hflip`` mirrors images at random (shapes are left-right symmetric).
-
-    ``mosaic = m > 1`` tiles ``m × m`` random scenes into one ``(3, m·S, m·S)`` training image
-    (``len`` shrinks by ``m²``). torchvision's detector pays a fixed Python/launch cost per image
-    in the RPN and RoI sampling; on a GPU that cost, not arithmetic, bounds training speed on
-    small images, so mosaics train ``≈ m²`` times more scenes per second.
-    """
-
-    def __init__(
-        self,
-        split_dir: str | Path,
-        classes: Sequence[str],
-        colours: Sequence[str],
-        hflip: bool = True,
-        mosaic: int = 1,
-    ) -> None:
-        from shan.toyworld import load_annotations
-
-        if mosaic < 1:
-            raise DetectorError(f"mosaic must be >= 1, got {mosaic}")
-        self.root = Path(split_dir)
-        self.ann = load_annotations(self.root)
-        self.cls = {c: i + 1 for i, c in enumerate(classes)}
-        self.col = {c: i for i, c in enumerate(colours)}
-        self.hflip = hflip
-        self.mosaic = mosaic
-
-    def __len__(self) -> int:
-        return len(self.ann["images"]) // (self.mosaic**2)
-
-    def _one(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        rec = self.ann["images"][i]
-        img = pil_to_tensor(Image.open(self.root / rec["file"]).convert("RGB"))
-        boxes = torch.tensor([o["box"] for o in rec["objects"]], dtype=torch.float32).reshape(-1, 4)
-        if self.hflip and torch.rand(()) < 0.5:
-            img = img.flip(-1)
-            w = img.shape[-1]
-            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        target = {
-            "boxes": boxes,
-            "labels": torch.tensor(
-                [self.cls[o["shape"]] for o in rec["objects"]], dtype=torch.int64
-            ),
-            "attributes": torch.tensor(
-                [self.col[o["colour"]] for o in rec["objects"]], dtype=torch.int64
-            ),
-        }
-        return img, target
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        m = self.mosaic
-        if m == 1:
-            return self._one(i)
-        # Tile i's own block of scenes, but in a random order, so each epoch sees new neighbours.
-        n = len(self.ann["images"])
-        idx = [(i * m * m + j) % n for j in range(m * m)]
-        idx = [idx[j] for j in torch.randperm(m * m).tolist()]
-        tiles = [self._one(j) for j in idx]
-        h, w = tiles[0][0].shape[-2:]
-        canvas = torch.zeros(3, m * h, m * w, dtype=torch.uint8)
-        parts: dict[str, list[torch.Tensor]] = {"boxes": [], "labels": [], "attributes": []}
-        for t, (img, tgt) in enumerate(tiles):
-            if img.shape[-2:] != (h, w):
-                raise DetectorError("mosaic training needs images of one size (toy-world scenes)")
-            r, c = divmod(t, m)
-            canvas[:, r * h : (r + 1) * h, c * w : (c + 1) * w] = img
-            parts["boxes"].append(tgt["boxes"] + torch.tensor([c * w, r * h, c * w, r * h]))
-            parts["labels"].append(tgt["labels"])
-            parts["attributes"].append(tgt["attributes"])
-        return canvas, {k: torch.cat(v) for k, v in parts.items()}
-
-
-def _set_training_scale(model: FasterRCNN, cfg: ToyDetectorConfig, mosaic: int) -> None:
-    """Input size and per-image proposal / sampling budgets for ``mosaic × mosaic`` tiles."""
-    side = cfg.image_size * mosaic
-    model.transform.min_size = (side,)
-    model.transform.max_size = side
-    area = mosaic * mosaic
-    model.rpn._pre_nms_top_n["training"] = 600 * area
-    model.rpn._post_nms_top_n["training"] = 200 * area
-    model.rpn.fg_bg_sampler.batch_size_per_image = 128 * min(area, 2)
-    model.roi_heads.fg_bg_sampler.batch_size_per_image = 128 * min(area, 2)
-
-
-def _collate(batch: list) -> tuple[list, list]:
-    return [b[0] for b in batch], [b[1] for b in batch]
-
-
-def train_detector(
-    train_dir: str | Path,
-    out_dir: str | Path | None = None,
-    epochs: int = 8,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    weight_decay: float = 1e-4,
-    device: str | torch.device = "auto",
-    num_workers: int = 4,
-    cfg: ToyDetectorConfig | None = None,
-    seed: int = 0,
-    log: Callable[[str], None] = print,
-    max_steps: int | None = None,
-    max_seconds: float | None = None,
-    mosaic: int = 1,
-) -> ToyDetector:
-    """Train a :class:`ToyDetector` from scratch on a toy-world split; optionally save it.
-
-    AdamW with linear warm-up and cosine decay; losses: RPN objectness + box, shape classifier +
-    box regression, colour (attribute) cross-entropy. ``max_steps`` caps the total iterations
-    (smoke tests); ``max_seconds`` is a wall-clock budget: the cosine schedule then follows
-    ``max(step / total, elapsed / max_seconds)`` and training stops when either reaches 1, so a
-    slower machine trains fewer steps but still anneals. ``mosaic = m`` trains on ``m × m`` tiles
-    of scenes (see :class:`ToyDetectionDataset`; ``batch_size`` counts tiled images), with
-    proposal and sampling budgets scaled by ``m²``; inference settings are restored afterwards.
-    Returns the detector in eval mode.
-    """
-    from shan.toyworld import COLOURS, SHAPES
-
-    torch.manual_seed(seed)
-    dev = resolve_device(device)
-    cfg = cfg or ToyDetectorConfig(classes=list(SHAPES), attributes=list(COLOURS))
-    if not cfg.classes:
-        cfg.classes = list(SHAPES)
-    if not cfg.attributes:
-        cfg.attributes = list(COLOURS)
-    det = ToyDetector(cfg, device=dev)
-    model = det.model
-    ds = ToyDetectionDataset(train_dir, cfg.classes, cfg.attributes, mosaic=mosaic)
-    if len(ds) == 0:
-        raise DetectorError(f"too few training images in {train_dir} (mosaic {mosaic})")
-    _set_training_scale(model, cfg, mosaic)
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        drop_last=len(ds) > batch_size,
-        pin_memory=dev.type == "cuda",
-        persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    total = epochs * len(loader)
-    if max_steps is not None:
-        total = min(total, max_steps)
-    warmup = min(200, max(1, total // 10))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    model.train()
-    step, t0 = 0, time.time()
-    done = False
-    for epoch in range(epochs):
-        agg: dict[str, torch.Tensor] = {}
-        n_agg = 0
-        for images, targets in loader:
-            # Progress drives the schedule: steps, or wall-clock time when max_seconds is set.
-            progress = step / max(1, total)
-            if max_seconds is not None:
-                progress = max(progress, (time.time() - t0) / max_seconds)
-            if progress >= 1.0:
-                done = True
-                break
-            scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
-            images = [im.to(dev, non_blocking=True).float().div_(255.0) for im in images]
-            targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            step += 1
-            for k, v in losses.items():
-                agg[k] = agg.get(k, 0.0) + v.detach()
-            n_agg += 1
-            if step % 50 == 0 and not torch.isfinite(loss.detach()):  # one sync per 50 steps
-                raise DetectorError(f"detector loss became {float(loss)} at step {step}")
-        if n_agg:
-            parts = " ".join(
-                f"{k.replace('loss_', '')}={float(v) / n_agg:.3f}" for k, v in agg.items()
-            )
-            took = time.time() - t0
-            log(f"detector epoch {epoch + 1}/{epochs} step {step} {parts} ({took:.0f}s)")
-        if done:
-            break
-    _set_training_scale(model, cfg, 1)
-    model.eval()
-    det.train_info = {
-        "steps": step,
-        "seconds": round(time.time() - t0, 1),
-        "batch_size": batch_size,
-        "mosaic": mosaic,
-        "scenes": step * batch_size * mosaic * mosaic,
-    }
-    log(f"detector: {step} steps of {batch_size} images in {time.time() - t0:.0f}s")
-    if out_dir is not None:
-        det.save_pretrained(out_dir)
-    return det

@@ -17,7 +17,15 @@ Modules, in the order data flows:
 * :mod:`~shan.toyworld.captions` — the grammar: plans → grounded tokens;
 * :mod:`~shan.toyworld.negatives` — typed negatives (:data:`NEGATIVE_TYPES`) and distractor scenes;
 * :mod:`~shan.toyworld.builder` — scenes from a small spec (for the app);
-* :mod:`~shan.toyworld.dataset` — splits on disk and the CLI ``python -m shan.toyworld``.
+* :mod:`~shan.toyworld.dataset` — splits on disk and the CLI ``python -m shan.toyworld``;
+* :mod:`~shan.toyworld.detector_train` — training the toy detector (:mod:`shan.detect.toy`) on a
+  split (mosaics, augmentation, sampling by background tone);
+* :mod:`~shan.toyworld.metrics` — measurements with ground truth: detector mAP per background type,
+  word grounding, text-pooling sanity, retrieval by step;
+* :mod:`~shan.toyworld.suite` — the compositional test suite (caption negatives and distractor
+  images, per step) and its command ``python -m shan.toyworld.suite``.
+
+The last three need torch and are not imported here.
 """
 
 from shan.toyworld.builder import ObjectSpec, SceneSpec, build_scene, spec_choices, spec_of_scene
