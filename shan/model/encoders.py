@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -123,6 +124,13 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 BOX_FEATURES = 5
 
 
+def _float_tensor(x: torch.Tensor | Any) -> torch.Tensor:
+    """A float32 tensor of ``x``; arrays are copied (memory maps are read-only)."""
+    if isinstance(x, torch.Tensor):
+        return x.float()
+    return torch.from_numpy(np.array(x, dtype=np.float32))
+
+
 def normalize_boxes(boxes: torch.Tensor | Any, sizes: torch.Tensor | Any) -> torch.Tensor:
     """Pixel boxes -> boxes as fractions of their image, the geometry input of :class:`SHAN`.
 
@@ -140,8 +148,8 @@ def normalize_boxes(boxes: torch.Tensor | Any, sizes: torch.Tensor | Any) -> tor
     Raises:
         BoxError: wrong shapes, non-finite values, or a width / height that is not positive.
     """
-    b = torch.as_tensor(boxes, dtype=torch.float32)
-    sz = torch.as_tensor(sizes, dtype=torch.float32, device=b.device)
+    b = _float_tensor(boxes)
+    sz = _float_tensor(sizes).to(b.device)
     if b.dim() < 2 or b.shape[-1] != 4:
         raise BoxError(f"boxes must be (..., k, 4) x1 y1 x2 y2, got shape {tuple(b.shape)}")
     if sz.shape != b.shape[:-2] + (2,):
@@ -153,7 +161,7 @@ def normalize_boxes(boxes: torch.Tensor | Any, sizes: torch.Tensor | Any) -> tor
         raise BoxError("boxes contain NaN or infinite values")
     if not bool(torch.isfinite(sz).all()) or (sz.numel() and float(sz.min()) <= 0):
         raise BoxError("every image needs a positive, finite width and height to normalise boxes")
-    scale = sz.repeat_interleave(2, dim=-1).unsqueeze(-2)  # (..., 1, 4): w, h, w, h
+    scale = torch.cat([sz, sz], dim=-1).unsqueeze(-2)  # (..., 1, 4): w, h, w, h
     return (b / scale).clamp_(0.0, 1.0)
 
 
