@@ -55,8 +55,8 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from shan import toyworld  # noqa: E402
 from shan.config import DataConfig, ModelConfig, TrainConfig, to_dict  # noqa: E402
-from shan.data import toyworld  # noqa: E402
 from shan.detect.base import stack_regions  # noqa: E402
 from shan.detect.toy import ToyDetector, ToyDetectorConfig, train_detector  # noqa: E402
 from shan.extract import extract_images  # noqa: E402

@@ -157,7 +157,7 @@ def test_all_images_unreadable_is_an_error(tmp_path):
 
 
 def test_cli_with_toy_detector(images, tmp_path):
-    from shan.data import toyworld as tw
+    from shan import toyworld as tw
     from shan.detect.toy import ToyDetector, ToyDetectorConfig
 
     d, paths = images

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shan.data import toyworld as tw
+from shan import toyworld as tw
 from shan.detect.base import RegionExtractor
 from shan.detect.factory import build_extractor
 from shan.detect.toy import (

@@ -444,7 +444,7 @@ class ToyDetectionDataset(torch.utils.data.Dataset):
         hflip: bool = True,
         mosaic: int = 1,
     ) -> None:
-        from shan.data.toyworld import load_annotations
+        from shan.toyworld import load_annotations
 
         if mosaic < 1:
             raise DetectorError(f"mosaic must be >= 1, got {mosaic}")
@@ -543,7 +543,7 @@ def train_detector(
     proposal and sampling budgets scaled by ``m²``; inference settings are restored afterwards.
     Returns the detector in eval mode.
     """
-    from shan.data.toyworld import COLOURS, SHAPES
+    from shan.toyworld import COLOURS, SHAPES
 
     torch.manual_seed(seed)
     dev = resolve_device(device)
