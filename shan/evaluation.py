@@ -637,6 +637,47 @@ def negative_accuracy(
     }
 
 
+@torch.no_grad()
+def text_pooling_by_word(
+    model: torch.nn.Module,
+    text: Vocabulary | TransformerTextProcessor,
+    arrays: SplitArrays,
+    captions: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """Step 2's text pooling weights (``Explanation.txt_pool``) by word, on matching pairs.
+
+    For each caption index in ``captions`` (default: every caption of the split) the caption is
+    explained against its own image (:meth:`shan.model.SHAN.explain`); each word's weight is
+    multiplied by the caption's length, so 1.0 means "the uniform share" (the pooling of an
+    untrained model) and 2.0 twice that.
+
+    Returns:
+        ``{word: {"weight": mean relative weight, "n": occurrences}}``.
+    """
+    device = torch.device(device)
+    boxes = arrays.normalized_boxes() if uses_geometry(model) else None
+    max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
+    idx = range(len(arrays.captions)) if captions is None else captions
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for c in idx:
+        i = int(c) // CAPS_PER_IMAGE
+        batch = text.encode_batch([arrays.captions[int(c)]], max_words)
+        length = int(batch.lengths[0])
+        ex = model.explain(
+            torch.from_numpy(np.array(arrays.feats[i], dtype=np.float32)).to(device),
+            torch.as_tensor(np.asarray(arrays.masks[i])),
+            batch.tokens[0, :length],
+            length,
+            boxes=None if boxes is None else torch.from_numpy(boxes[i]),
+        )
+        for word, w in zip(batch.words[0], ex.txt_pool.tolist()):
+            sums[word] = sums.get(word, 0.0) + w * length
+            counts[word] = counts.get(word, 0) + 1
+    return {w: {"weight": sums[w] / counts[w], "n": counts[w]} for w in sorted(sums)}
+
+
 __all__ = [
     "DataError",
     "EvaluationError",
@@ -657,5 +698,6 @@ __all__ = [
     "score_pairs",
     "t2i",
     "t2i_ranks",
+    "text_pooling_by_word",
     "uses_geometry",
 ]
