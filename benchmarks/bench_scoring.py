@@ -25,8 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from shan.config import ModelConfig  # noqa: E402
-from shan.model import SHAN, ImageEmbeddings, TextEmbeddings  # noqa: E402
-from shan.model.alignment import fused_cpu_available  # noqa: E402
+from shan.model import SHAN, ImageEmbeddings, TextEmbeddings, fused_cpu  # noqa: E402
 
 FULL_PAIRS = 1000 * 5000
 
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     full = prep * scale_prep + pair_sec * FULL_PAIRS / pairs
     flops = shan_flops(k, lens, d, args.images)
-    fused = device.type == "cpu" and fused_cpu_available()
+    fused = device.type == "cpu" and fused_cpu.is_available()
     method = "fused C kernel per pair (CPU)" if fused else "batched torch chunks"
     print(
         f"SHAN  (3 steps; affinities as one GEMM per chunk, step 2-3 {method}; "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -330,19 +329,6 @@ def cpu_threads(concurrency: int, cpus: int | None = None) -> int:
     return max(1, cpus // max(1, concurrency))
 
 
-def detector_from_extra(extra: dict | None, checkpoint_dir: Path) -> tuple[str | None, str | None]:
-    """The detector a checkpoint names in its ``config.json`` extra: ``(kind, weights path)``.
-
-    ``weights`` is resolved relative to the checkpoint directory.
-    """
-    det = (extra or {}).get("detector") or {}
-    kind = det.get("kind")
-    weights = det.get("weights")
-    if weights is not None and not Path(weights).is_absolute():
-        weights = str((checkpoint_dir / weights).resolve())
-    return kind, weights
-
-
 class DemoPipeline:
     """SHAN + a region extractor, loaded once, used read-only by every request.
 
@@ -388,50 +374,45 @@ class DemoPipeline:
         detector_weights: str | Path | None = None,
         device: str = "auto",
     ) -> DemoPipeline:
-        """Load a SHAN checkpoint (local dir or Hub repo id) and its region extractor.
+        """Load a SHAN checkpoint (local dir or Hub repo id) and its region extractor with
+        :func:`shan.load`.
 
-        The detector defaults to the checkpoint's ``config.json`` extra
-        ``{"detector": {"kind": ..., "weights": ...}}``; ``detector``/``detector_weights`` override.
+        The detector defaults to the one the checkpoint names (its ``config.json`` extra);
+        ``detector``/``detector_weights`` override.
 
         Raises:
             SetupError: with a one-line reason.
         """
-        from shan.checkpoint import load_checkpoint
-        from shan.detect.factory import KINDS, build_extractor
+        import shan
+        from shan.checkpoint import DetectorLinkError
+        from shan.detect.factory import KINDS
 
         try:
             dev = resolve_device(device)
         except ShanError as err:
             raise SetupError(str(err)) from err
         text = str(checkpoint)
-        if not Path(text).is_dir() and not _looks_like_hub_id(text):
-            raise SetupError(
-                f"checkpoint {text!r} not found (expected a directory with model.safetensors "
-                "and config.json, or a Hugging Face Hub repo id owner/name)"
-            )
         try:
-            loaded = load_checkpoint(text, device=dev)
+            bundle = shan.load(text, dev, detector, detector_weights)
+        except DetectorLinkError as err:
+            log.debug("the detector could not be loaded", exc_info=True)
+            if err.missing == "kind":
+                raise SetupError(
+                    f"checkpoint {text!r} names no detector; pass --detector "
+                    f"{{{','.join(KINDS)}}} and --detector-weights"
+                ) from err
+            if err.missing == "weights":
+                raise SetupError(
+                    f"no weights for the {err.kind!r} detector; pass --detector-weights"
+                ) from err
+            raise SetupError(_one_line(err)) from err  # names the detector and the reason
         except Exception as err:  # one line for the user, the rest in the log
-            log.debug("load_checkpoint failed", exc_info=True)
+            log.debug("shan.load failed", exc_info=True)
             raise SetupError(f"could not load checkpoint {text!r}: {_one_line(err)}") from err
-        kind, weights = detector_from_extra(getattr(loaded, "extra", {}), Path(loaded.path))
-        kind = detector or kind
-        weights = str(detector_weights) if detector_weights is not None else weights
-        if kind is None:
-            raise SetupError(
-                f"checkpoint {text!r} names no detector; pass --detector {{{','.join(KINDS)}}} "
-                "and --detector-weights"
-            )
-        if weights is None:
-            raise SetupError(f"no weights for the {kind!r} detector; pass --detector-weights")
-        try:
-            extractor = build_extractor(kind, weights, device=dev)
-        except Exception as err:
-            log.debug("build_extractor failed", exc_info=True)
-            raise SetupError(f"could not load the {kind!r} detector: {_one_line(err)}") from err
-        desc = f"SHAN checkpoint `{loaded.path}` · detector `{kind}` · device `{dev}`"
-        card = read_model_card(Path(loaded.path))
-        return cls(loaded.model, loaded.text, extractor, dev, description=desc, model_card=card)
+        path = bundle.checkpoint.path
+        desc = f"SHAN checkpoint `{path}` · detector `{bundle.detector.kind}` · device `{dev}`"
+        card = read_model_card(Path(path))
+        return cls(bundle.model, bundle.text, bundle.extractor, dev, desc, model_card=card)
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -659,16 +640,6 @@ def read_model_card(checkpoint_dir: Path) -> str | None:
                 text = text[end + 4 :] if end > 0 else text
             return text.strip() or None
     return None
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    """``owner/name`` that is not a local path (its first part is no local directory)."""
-    parts = text.split("/")
-    return (
-        len(parts) == 2
-        and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", p) for p in parts)
-        and not Path(parts[0]).is_dir()
-    )
 
 
 def _one_line(err: BaseException) -> str:

@@ -387,12 +387,14 @@ def stage_train_shan(
     With ``max_seconds``, epoch 1 runs alone and is timed; training then resumes (from
     ``last/``) up to as many epochs as fit in the budget, at most ``epochs``.
     """
+    from shan.checkpoint import detector_link
     from shan.train import train
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     mcfg, dcfg, tcfg = shan_configs(args, img_dim, out_dir, epochs, steps)
-    extra = {"detector": {"kind": "toy", "weights": "../detector"}, "toyworld": True}
+    # install() puts the checkpoint in <ckpt_dir>/shan beside its detector in <ckpt_dir>/detector
+    extra = {"detector": detector_link("toy", "../detector"), "toyworld": True}
     if max_seconds is None or epochs <= 1:
         return train(mcfg, dcfg, tcfg, extra=extra, progress=False), epochs
     t0 = time.time()

@@ -274,3 +274,323 @@ def test_shipped_embed_dim_8000_does_not_allocate(tmp_path: Path) -> None:
         load_checkpoint(ck)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200
+
+
+# ---- issue 14.2: the checkpoint owns its detector; Hub conventions -----------------------------
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def _scene_regions(extractor):
+    from tests.app_fixtures import scene
+
+    return extractor.extract([scene(seed=0), scene(seed=3)])
+
+
+def _bundle_scores(bundle, caps=("a red circle", "a blue square left of a green triangle")):
+    """Scores of two scenes against ``caps`` through the bundle's extractor and model."""
+    from shan.detect.base import stack_regions
+
+    regions = _scene_regions(bundle.extractor)
+    feats, mask = stack_regions(regions)
+    with torch.no_grad():
+        img = bundle.model.encode_images(feats, mask)
+        cap = bundle.model.encode_captions(bundle.text.encode_batch(list(caps), 16))
+        return bundle.model.score(img, cap).total
+
+
+def _fixture_root(tmp_path: Path) -> Path:
+    """``root/shan`` (tiny SHAN linking ``../detector``) + ``root/detector`` (random toy)."""
+    from tests.app_fixtures import make_fixture_app_checkpoint
+
+    return make_fixture_app_checkpoint(tmp_path / "root").parent
+
+
+@pytest.mark.skipif(not (SHIPPED / "shan" / "config.json").is_file(), reason="no shipped model")
+def test_load_shipped_model_same_scores_as_the_parts() -> None:
+    """``shan.load`` of the shipped folder or of its ``shan/`` gives exactly what loading the
+    checkpoint and building its detector by hand gives (no behaviour change)."""
+    import shan
+    from shan.detect.factory import build_extractor
+
+    by_hand = load_checkpoint(SHIPPED / "shan")
+    extractor = build_extractor("toy", SHIPPED / "detector")
+    from types import SimpleNamespace
+
+    ref = _bundle_scores(
+        SimpleNamespace(model=by_hand.model, text=by_hand.text, extractor=extractor)
+    )
+    for where in (SHIPPED, SHIPPED / "shan"):
+        bundle = shan.load(where, device="cpu")
+        assert bundle.detector.kind == "toy"
+        assert bundle.detector.weights == (SHIPPED / "detector").resolve()
+        assert bundle.checkpoint.path == SHIPPED / "shan"
+        assert torch.equal(_bundle_scores(bundle), ref)
+
+
+def test_save_pretrained_keeps_the_format_and_carries_the_detector(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+    from safetensors.torch import load_file
+
+    from shan.checkpoint import LoadedModel, load
+
+    root = _fixture_root(tmp_path)
+    src = load(root, device="cpu")
+    out = tmp_path / "saved"
+    src.checkpoint.save_pretrained(out)
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert names == {
+        "model.safetensors",
+        "config.json",
+        "vocab.json",
+        "README.md",
+        "detector/detector.safetensors",
+        "detector/detector.json",
+    }
+    old = json.loads((root / "shan" / "config.json").read_text())
+    new = json.loads((out / "config.json").read_text())
+    assert set(new) == {"format_version", "model", "extra"}  # no field added by the mixin
+    assert new["model"] == old["model"] and new["format_version"] == 1
+    assert new["extra"]["detector"] == {"kind": "toy", "weights": "detector"}
+    assert (out / "vocab.json").read_bytes() == (root / "shan" / "vocab.json").read_bytes()
+    a, b = load_file(root / "shan" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("detector.safetensors", "detector.json"):
+        assert (out / "detector" / name).read_bytes() == (root / "detector" / name).read_bytes()
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "shan" and card.data.license == "apache-2.0"
+    assert {"image-text-matching", "model_hub_mixin"} <= set(card.data.tags)
+    assert "| joint embedding size | 32 |" in card.text
+    assert "kind `toy`, weights `detector`" in card.text and "`detector/`" in card.text
+
+    again = LoadedModel.from_pretrained(out, device="cpu")
+    assert isinstance(again, LoadedModel) and again.path == out
+    moved = load(out, device="cpu")
+    assert moved.detector.weights == (out / "detector").resolve()
+    assert torch.equal(_bundle_scores(moved), _bundle_scores(src))
+
+
+def test_save_pretrained_in_place_and_hub_links_are_kept(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub
+
+    from shan.checkpoint import load
+
+    root = _fixture_root(tmp_path)
+    ck = load(root, device="cpu").checkpoint
+    ck.save_pretrained(root / "shan")  # in place: the relative link still holds
+    assert json.loads((root / "shan" / "config.json").read_text())["extra"]["detector"] == {
+        "kind": "toy",
+        "weights": "../detector",
+    }
+    assert not (root / "shan" / "detector").exists()
+
+    ck.extra["detector"] = {"kind": "toy", "weights": "someone/toy-detector"}
+    ck.save_pretrained(tmp_path / "linked")
+    saved = json.loads((tmp_path / "linked" / "config.json").read_text())["extra"]["detector"]
+    assert saved == {"kind": "toy", "weights": "someone/toy-detector"}
+    assert not (tmp_path / "linked" / "detector").exists()
+
+    calls = []
+
+    def fake_snapshot_download(repo_id: str, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(root / "detector")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.chdir(tmp_path)
+    bundle = load(tmp_path / "linked", device="cpu")
+    assert calls == [("someone/toy-detector", {})]
+    assert bundle.detector.weights == (root / "detector").resolve()
+
+
+def test_hub_repo_in_the_shipped_layout_loads(tmp_path: Path, monkeypatch) -> None:
+    """A Hub repo holding ``shan/`` + ``detector/`` (the ``checkpoints/`` folder as is)."""
+    import huggingface_hub
+
+    from shan.checkpoint import DetectorLinkError, load
+
+    root = _fixture_root(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(root))
+    monkeypatch.chdir(tmp_path)
+    bundle = load("someone/shan-toy", device="cpu")
+    assert bundle.checkpoint.path == root / "shan"
+    assert bundle.detector.weights == (root / "detector").resolve()
+    assert load_checkpoint("someone/shan-toy").path == root / "shan"
+
+    # a downloaded checkpoint may not point at files outside its download
+    cfg = json.loads((root / "shan" / "config.json").read_text())
+    cfg["extra"]["detector"]["weights"] = "../../root/detector"
+    (root / "shan" / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.setattr(
+        huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(root / "shan")
+    )
+    with pytest.raises(DetectorLinkError, match="outside the downloaded checkpoint"):
+        load("someone/shan-toy", device="cpu")
+
+
+def test_detector_link_errors_say_what_is_missing(tmp_path: Path) -> None:
+    from shan.checkpoint import DetectorLinkError, detector_link, load
+
+    root = _fixture_root(tmp_path)
+    cfg_path = root / "shan" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+
+    cfg["extra"] = {}
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(DetectorLinkError, match="names no detector") as e:
+        load(root, device="cpu")
+    assert e.value.missing == "kind"
+    with pytest.raises(DetectorLinkError, match="no weights for the 'toy'") as e:
+        load(root, device="cpu", detector="toy")
+    assert (e.value.missing, e.value.kind) == ("weights", "toy")
+    bundle = load(root, device="cpu", detector="toy", detector_weights=root / "detector")
+    assert bundle.detector.kind == "toy"
+
+    cfg["extra"] = {"detector": {"kind": "yolo", "weights": "../detector"}}
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(DetectorLinkError, match=r"config\.json: unknown detector kind 'yolo'"):
+        load(root, device="cpu")
+    cfg["extra"] = {"detector": detector_link("toy", "../nowhere")}
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(DetectorLinkError, match="toy detector weights not found: ../nowhere"):
+        load(root, device="cpu")
+    cfg["extra"] = {"detector": detector_link("toy", "../shan")}  # a directory, not a detector
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(DetectorLinkError, match="could not load the toy detector"):
+        load(root, device="cpu")
+    with pytest.raises(CheckpointError, match="unknown detector kind"):
+        detector_link("yolo", "x")
+    with pytest.raises(DetectorLinkError, match="plain relative name"):
+        detector_link("butd", "x", filename="../../etc/passwd")
+
+
+def test_butd_link_finds_its_file_and_copies_it_with_the_vocabulary(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import huggingface_hub
+
+    from shan.checkpoint import DetectorLinkError, detector_link, resolve_detector
+
+    weights = tmp_path / "butd"
+    weights.mkdir()
+    (weights / "a.pth").write_bytes(b"a")
+    (weights / "objects_vocab.txt").write_text("cat\n")
+    (tmp_path / "ck").mkdir()
+    ref = resolve_detector(detector_link("butd", "../butd"), tmp_path / "ck")
+    assert ref.weights == (weights / "a.pth").resolve()
+    (weights / "b.pkl").write_bytes(b"b")
+    with pytest.raises(DetectorLinkError, match="2 BUTD weights files"):
+        resolve_detector(detector_link("butd", str(weights)), tmp_path)
+    ref = resolve_detector(detector_link("butd", str(weights), filename="b.pkl"), tmp_path)
+    assert ref.weights == weights.resolve() / "b.pkl"
+
+    seen = []
+
+    def fake_snapshot_download(repo_id: str, **kwargs):
+        seen.append((repo_id, kwargs))
+        return str(weights)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    link = detector_link("butd", "someone/butd-weights", filename="a.pth")
+    ref = resolve_detector(link, tmp_path, token="t", revision="v1")
+    assert ref.weights == weights / "a.pth"
+    # only that file and the vocabularies are fetched; the checkpoint's revision is not used
+    assert seen == [("someone/butd-weights", {"token": "t", "allow_patterns": ["a.pth", "*.txt"]})]
+
+    from shan.checkpoint import _copy_detector
+
+    out = tmp_path / "saved"
+    new = _copy_detector(detector_link("butd", str(weights), filename="b.pkl"), tmp_path, out)
+    assert new == {"kind": "butd", "weights": "detector", "filename": "b.pkl"}
+    assert sorted(p.name for p in (out / "detector").iterdir()) == ["b.pkl", "objects_vocab.txt"]
+
+
+def test_looks_like_hub_id(tmp_path: Path) -> None:
+    from shan.checkpoint import looks_like_hub_id
+
+    (tmp_path / "runs").mkdir()
+    assert looks_like_hub_id("owner/name", tmp_path)
+    assert looks_like_hub_id("Org-1/model.v2", tmp_path)
+    assert not looks_like_hub_id("runs/typo", tmp_path)  # a local folder: not found, no download
+    for text in ("a/b/c", "./x", "/abs/path", "name", "../detector", "-x/y"):
+        assert not looks_like_hub_id(text, tmp_path), text
+
+
+def test_push_to_hub_then_load_from_the_hub(tmp_path: Path, monkeypatch) -> None:
+    """``push_to_hub`` against a local fake Hub; the files it received, served back as the
+    snapshot of that repo, load with ``shan.load`` and score identically."""
+    import huggingface_hub
+    from huggingface_hub import ModelCard, constants
+
+    from shan.checkpoint import load
+    from tests.fake_hub import FakeHub
+
+    root = _fixture_root(tmp_path)
+    src = load(root, device="cpu")
+    with FakeHub("hf_test") as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the fake speaks git-LFS
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+        src.checkpoint.push_to_hub("me/shan-tiny", token="hf_test")
+        repo = hub.repo("me/shan-tiny", "model")
+    assert set(repo.files) == {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "detector/detector.json",
+        "detector/detector.safetensors",
+    }
+    assert repo.lfs_paths == {"model.safetensors", "detector/detector.safetensors"}
+    card = ModelCard(repo.files["README.md"].decode())
+    assert card.data.library_name == "shan" and 'shan.load("me/shan-tiny")' in card.text
+
+    snap = tmp_path / "snapshot"
+    for name, data in repo.files.items():
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        (snap / name).write_bytes(data)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(snap))
+    monkeypatch.chdir(tmp_path)
+    pulled = load("me/shan-tiny", device="cpu")
+    assert pulled.detector.weights == (snap / "detector").resolve()
+    assert torch.equal(_bundle_scores(pulled), _bundle_scores(src))
+
+
+def test_butd_detector_named_by_a_checkpoint_loads(tmp_path: Path) -> None:
+    """A checkpoint linking BUTD weights (random, reduced depth) beside their vocabularies."""
+    from shan.checkpoint import DetectorLinkError, detector_link, load
+    from shan.detect.butd import ButdExtractor
+    from shan.detect.butd_weights import ButdArch, random_weights
+    from tests.app_fixtures import make_checkpoint
+
+    weights = tmp_path / "butd"
+    weights.mkdir()
+    arch = ButdArch(res4_blocks=1, num_classes=4, num_attributes=3)
+    torch.save({"model": random_weights(arch, seed=1)}, weights / "small.pth")
+    (weights / "objects_vocab.txt").write_text("cat\ndog\nbowl\n")
+    (weights / "attributes_vocab.txt").write_text("black\nwhite\n")
+    link = {"detector": detector_link("butd", "../butd")}
+    make_checkpoint(tmp_path / "shan", img_dim=ButdExtractor.feature_dim, extra=link)
+    bundle = load(tmp_path / "shan", device="cpu")
+    assert isinstance(bundle.extractor, ButdExtractor)
+    assert bundle.detector.weights == (weights / "small.pth").resolve()
+    assert bundle.extractor.class_names == ["cat", "dog", "bowl"]
+
+    make_checkpoint(tmp_path / "small", img_dim=16, extra=link)  # features do not fit the model
+    with pytest.raises(DetectorLinkError, match=r"2048-d region features .* img_dim=16"):
+        load(tmp_path / "small", device="cpu")
+
+
+def test_from_pretrained_failures_are_checkpoint_errors(tmp_path: Path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    from shan.checkpoint import LoadedModel
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as tests/conftest.py sets it
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="someone/not-cached"):
+        LoadedModel.from_pretrained("someone/not-cached")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        LoadedModel.from_pretrained(str(tmp_path / "no" / "such" / "dir"))

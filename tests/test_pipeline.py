@@ -332,6 +332,29 @@ def test_from_checkpoint_uses_detector_named_in_config(tmp_path):
         DemoPipeline.from_checkpoint(str(ckpt), detector_weights=str(tmp_path / "nowhere"))
 
 
+def test_from_checkpoint_takes_the_folder_with_shan_and_detector(tmp_path):
+    """``--checkpoint checkpoints``: the folder holding ``shan/`` beside ``detector/``."""
+    root = make_fixture_app_checkpoint(tmp_path).parent
+    pipe = DemoPipeline.from_checkpoint(str(root), device="cpu")
+    assert type(pipe.extractor).__name__ == "ToyDetector"
+    assert f"`{root / 'shan'}`" in pipe.description and "detector `toy`" in pipe.description
+    assert pipe.match(scene(), "a red circle").scores.shape == (1, 4)
+
+
+def test_detector_that_does_not_fit_the_model_is_one_line(tmp_path):
+    from shan.checkpoint import detector_link
+    from tests.app_fixtures import make_checkpoint
+
+    root = make_fixture_app_checkpoint(tmp_path).parent
+    make_checkpoint(
+        root / "other", img_dim=16, extra={"detector": detector_link("toy", "../detector")}
+    )
+    with pytest.raises(SetupError) as err:
+        DemoPipeline.from_checkpoint(str(root / "other"), device="cpu")
+    message = str(err.value)
+    assert "\n" not in message and "256-d region features" in message and "img_dim=16" in message
+
+
 def test_load_examples_formats(tmp_path):
     scene().save(tmp_path / "a.png")
     data = [

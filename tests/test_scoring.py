@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shan.config import ModelConfig
-from shan.model import SHAN, ImageEmbeddings, StepScores, TextEmbeddings
-from shan.model.alignment import align_pair, fused_cpu_available
+from shan.model import SHAN, ImageEmbeddings, StepScores, TextEmbeddings, fused_cpu
+from shan.model.alignment import align_pair
 
 D = 32
 
@@ -157,7 +157,22 @@ def test_torch_fallback_when_fused_kernel_disabled(monkeypatch: pytest.MonkeyPat
     with torch.no_grad():
         default = model.score(img, txt)
         monkeypatch.setenv("SHAN_FUSED_CPU", "0")
-        assert not fused_cpu_available()
+        assert not fused_cpu.is_available()
         fallback = model.score(img, txt)
     for a, b in zip(default, fallback, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_names_that_moved_out_of_alignment_still_import() -> None:
+    """The batched path and the kernel switch moved to shan.model.scoring / fused_cpu; the old
+    import path ``shan.model.alignment`` still gives the same objects."""
+    import shan.model.alignment as alignment
+    from shan.model import scoring
+
+    for name in ("PreparedImages", "PreparedCaptions", "prepare_images", "prepare_captions"):
+        assert getattr(alignment, name) is getattr(scoring, name)
+    from shan.model.alignment import fused_cpu_available, score_chunk
+
+    assert score_chunk is scoring.score_chunk and fused_cpu_available is fused_cpu.is_available
+    with pytest.raises(AttributeError):
+        alignment.no_such_name  # noqa: B018

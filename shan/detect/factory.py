@@ -8,8 +8,13 @@ from pathlib import Path
 import torch
 
 from shan.detect.base import RegionExtractor
+from shan.errors import ShanError
 
 KINDS = ("toy", "butd")
+
+
+class ExtractorKindError(ShanError, ValueError):
+    """A detector kind that is not one of :data:`KINDS`."""
 
 
 def build_extractor(
@@ -36,4 +41,4 @@ def build_extractor(
         from shan.detect.butd import ButdExtractor
 
         return ButdExtractor.from_weights(weights, device=device, **kwargs)
-    raise ValueError(f"unknown detector kind {kind!r}; expected one of {', '.join(KINDS)}")
+    raise ExtractorKindError(f"unknown detector kind {kind!r}; expected one of {', '.join(KINDS)}")

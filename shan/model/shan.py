@@ -1,4 +1,5 @@
-"""The SHAN module: encoders + the three alignment steps + batched, chunked all-pairs scoring.
+"""The SHAN module: encoders + the three alignment steps (:mod:`shan.model.alignment`) + batched,
+chunked all-pairs scoring (:mod:`shan.model.scoring`).
 
 ``S = w1 S_L2L + w2 S_G2L + w3 S_G2G`` (``ModelConfig.step_weights``; ``use_l2l`` / ``use_g2l`` /
 ``use_g2g`` switch steps off for ablations — a disabled step's scores are zeros and do not count).
@@ -13,13 +14,11 @@ ignore them, so callers can always pass boxes.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from shan.config import ModelConfig
 from shan.model.alignment import (
@@ -28,10 +27,6 @@ from shan.model.alignment import (
     FragmentAffinity,
     GatedFusion,
     align_pair,
-    fused_cpu_available,
-    prepare_captions,
-    prepare_images,
-    score_chunk,
 )
 from shan.model.encoders import (
     GRUTextEncoder,
@@ -40,6 +35,7 @@ from shan.model.encoders import (
     lengths_to_mask,
     load_glove,
 )
+from shan.model.scoring import score_all_pairs
 
 
 class ImageEmbeddings(NamedTuple):
@@ -274,75 +270,24 @@ class SHAN(nn.Module):
             raise ValueError(
                 f"expected (N, k, d) and (M, n, d), got {tuple(v.shape)}, {tuple(t.shape)}"
             )
-        on_cpu = v.device.type == "cpu"
-        # The fused kernel holds only the chunk's affinities (not (k + n) x 3d per pair), so its
-        # chunks can be 4x taller: fewer torch GEMM / thread-pool hand-overs per pair (each leaves
-        # an OpenMP thread spinning on a core the kernel's threads need).
         c = self.cfg
         need_context = c.use_g2l or c.use_g2g
         if not (c.use_l2l or need_context):
             raise ValueError("all three steps are switched off (use_l2l/use_g2l/use_g2g)")
-        p = self.params
-        fused = (  # the same test as score_chunk's default
-            on_cpu
-            and need_context
-            and p.smooth <= 40.0
-            and not torch.is_grad_enabled()
-            and fused_cpu_available()
+        out = score_all_pairs(
+            v,
+            vm,
+            t,
+            tm,
+            self.params,
+            use_l2l=c.use_l2l,
+            use_context=need_context,
+            use_g2g=c.use_g2g,
+            img_chunk=img_chunk,
+            txt_chunk=txt_chunk,
+            grad_checkpoint=grad_checkpoint,
+            timings=timings,
         )
-        img_chunk = (16 if on_cpu and not fused else 64) if img_chunk is None else int(img_chunk)
-        txt_chunk = (32 if on_cpu else 128) if txt_chunk is None else int(txt_chunk)
-        if img_chunk < 1 or txt_chunk < 1:
-            raise ValueError("img_chunk and txt_chunk must be >= 1")
-        vm = vm.to(torch.bool)
-        tm = tm.to(torch.bool)
-        if v.shape[0] and not bool(vm.any(1).all()):
-            raise ValueError("every image needs at least one real region (mask row all False)")
-        clock = time.perf_counter
-        t_begin = t_start = clock()
-        pi = prepare_images(v.float(), vm, p)
-        t_prep = clock() - t_start
-        t = t.float()
-        if grad_checkpoint is None:
-            grad_checkpoint = torch.is_grad_enabled()
-        n_img, n_txt = len(pi), t.shape[0]
-        workspace: dict = {}
-
-        def run(ci, ct):  # noqa: ANN001, ANN202
-            return score_chunk(ci, ct, p, c.use_l2l, need_context, c.use_g2g, workspace)
-
-        # Captions sorted by length, so each caption block is padded only to its own longest;
-        # captions outer, so each block is prepared once and stays hot across the image chunks.
-        # Words past the last real one of a block are cut; a block needs >= 1 real word per row.
-        last = tm * torch.arange(1, tm.shape[1] + 1, device=tm.device)
-        lengths = last.max(1).values  # position after the last real word of each caption
-        if n_txt and int(lengths.min()) < 1:
-            raise ValueError("every caption needs at least one real word (mask row all False)")
-        order = torch.argsort(lengths, descending=True, stable=True)
-        blocks: list[list[torch.Tensor]] = [[], [], []]
-        for t0 in range(0, n_txt, txt_chunk):
-            index = order[t0 : t0 + txt_chunk]
-            n_blk = int(lengths[index[0]])
-            t_start = clock()
-            ct = prepare_captions(t[index, :n_blk], tm[index, :n_blk], p)
-            t_prep += clock() - t_start
-            row: list[list[torch.Tensor]] = [[], [], []]
-            for i0 in range(0, n_img, img_chunk):
-                ci = pi[i0 : i0 + img_chunk]
-                if grad_checkpoint:
-                    res = checkpoint(run, ci, ct, use_reentrant=False)
-                else:
-                    res = run(ci, ct)
-                for acc, r in zip(row, res, strict=True):
-                    acc.append(r)
-            for acc, r in zip(blocks, row, strict=True):
-                acc.append(torch.cat(r, 0))
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(n_txt, device=order.device)
-        out = [torch.cat(acc, 1).index_select(1, inverse) for acc in blocks]
-        if timings is not None:
-            timings["prepare"] = timings.get("prepare", 0.0) + t_prep
-            timings["pairs"] = timings.get("pairs", 0.0) + clock() - t_begin - t_prep
         return self._combine(*out)
 
     def score_paired(self, img: ImageEmbeddings, txt: TextEmbeddings) -> StepScores:
