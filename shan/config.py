@@ -71,8 +71,11 @@ class ModelConfig:
     # Beyond the paper (default off = the paper's model): box geometry of each region.
     use_geometry: bool = False  # add an embedding of the normalised box (x1, y1, x2, y2, area)
     geometry_hidden: int = 64  # hidden width of the box MLP (5 -> hidden -> embed_dim)
-    geometry_weight: float = 1.0  # initial weight of the unit geometry part beside the unit
+    geometry_weight: float = 1.0  # initial weight of the geometry part beside the unit
     #                               appearance part (learned; see ImageEncoder)
+    geometry_mode: str = (
+        "relative"  # "relative" (centred per image) or "absolute" (GeometryEncoder)
+    )
 
 
 @dataclass
@@ -219,6 +222,7 @@ def validate_model_config(cfg: ModelConfig, complete: bool = False) -> ModelConf
     c.bool_("use_geometry")
     c.int_("geometry_hidden", 1, SIZE_LIMITS["geometry_hidden"])
     c.float_("geometry_weight", 0.0, MAX_GEOMETRY_WEIGHT, lo_open=True)
+    c.choice("geometry_mode", ("relative", "absolute"))
     return dataclasses.replace(cfg, step_weights=tuple(float(x) for x in w))
 
 

@@ -151,6 +151,42 @@ def test_geometry_part_keeps_its_share_whatever_the_feature_norm() -> None:
     assert float(enc.log_geometry_weight.grad.abs()) > 0
 
 
+def test_relative_geometry_is_centred_with_unit_rms_per_image() -> None:
+    from shan.model.encoders import GeometryEncoder
+
+    enc = GeometryEncoder(32, 16, "relative")
+    _, mask, boxes, _, _ = inputs()
+    boxes[:, :, 2:] = boxes[:, :, :2] + 0.1  # spread-out boxes of one size
+
+    def rms2(g: torch.Tensor, i: int) -> float:
+        return float(g[i, mask[i]].pow(2).sum(-1).mean())
+
+    with torch.no_grad():
+        before = enc(boxes, mask)
+        for w in enc.mlp[2].parameters():
+            w.mul_(0.3)  # the raw differences shrink 3x (squared: 11x) ...
+        after = enc(boxes, mask)
+    for i in range(2):
+        real = after[i, mask[i]]
+        assert torch.allclose(real.mean(0), torch.zeros(32), atol=1e-5)  # centred
+        assert 0.9 < rms2(before, i) <= 1.0
+        assert rms2(after, i) > 0.6  # ... the normalised ones barely
+    assert after[1, ~mask[1]].abs().sum() == 0
+    one = enc(boxes[:, :1], mask[:, :1])  # a single region: nothing to tell apart
+    assert one.abs().max() == 0
+    absolute = GeometryEncoder(32, 16, "absolute")(boxes, mask)
+    assert torch.allclose(absolute.norm(dim=-1), mask.float())  # unit rows, padding zero
+
+
+def test_single_region_image_scores_as_without_geometry() -> None:
+    model = SHAN(geo_cfg()).eval()
+    feats, _, boxes, _, _ = inputs()
+    with torch.no_grad():
+        v = model.encode_images(feats[:, :1], None, boxes[:, :1]).regions
+        expected = F.normalize(model.img_enc.fc(feats[:, :1]), dim=-1)
+    assert torch.allclose(v, expected, atol=1e-6)
+
+
 def test_geometry_model_needs_boxes_and_others_ignore_them() -> None:
     feats, mask, boxes, tokens, lengths = inputs()
     model = SHAN(geo_cfg()).eval()
@@ -204,12 +240,13 @@ def test_shipped_checkpoint_without_geometry_scores_as_the_paper_model() -> None
 
 
 def test_geometry_config_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
-    model = SHAN(geo_cfg(geometry_hidden=16, geometry_weight=0.5)).eval()
+    model = SHAN(geo_cfg(geometry_hidden=16, geometry_weight=0.5, geometry_mode="absolute")).eval()
     with torch.no_grad():
         model.img_enc.log_geometry_weight.fill_(0.3)
     save_checkpoint(tmp_path / "ck", model, Vocabulary(VOCAB[2:]))
     cfg, _ = read_config(tmp_path / "ck")
     assert (cfg.use_geometry, cfg.geometry_hidden, cfg.geometry_weight) == (True, 16, 0.5)
+    assert cfg.geometry_mode == "absolute"
     loaded = load_checkpoint(tmp_path / "ck").model
     feats, mask, boxes, tokens, lengths = inputs()
     assert torch.equal(
@@ -227,6 +264,7 @@ def test_geometry_config_round_trips_through_a_checkpoint(tmp_path: Path) -> Non
         ("geometry_hidden", 10**6, "geometry_hidden must be an integer"),
         ("geometry_weight", 0.0, "geometry_weight must be a finite number"),
         ("geometry_weight", float("inf"), "geometry_weight must be a finite number"),
+        ("geometry_mode", "polar", "geometry_mode must be one of 'relative', 'absolute'"),
     ],
 )
 def test_geometry_fields_are_validated(field, value, message) -> None:

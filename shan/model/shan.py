@@ -143,6 +143,7 @@ class SHAN(nn.Module):
             geometry=cfg.use_geometry,
             geometry_hidden=cfg.geometry_hidden,
             geometry_weight=cfg.geometry_weight,
+            geometry_mode=cfg.geometry_mode,
         )
         if cfg.text_encoder == "gru":
             pretrained = None
