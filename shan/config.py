@@ -71,7 +71,7 @@ class ModelConfig:
     # Beyond the paper (default off = the paper's model): box geometry of each region.
     use_geometry: bool = False  # add an embedding of the normalised box (x1, y1, x2, y2, area)
     geometry_hidden: int = 64  # hidden width of the box MLP (5 -> hidden -> embed_dim)
-    geometry_weight: float = 1.0  # initial weight of the geometry part beside the unit
+    geometry_weight: float = 0.3  # initial weight of the geometry part beside the unit
     #                               appearance part (learned; see ImageEncoder)
     geometry_mode: str = (
         "relative"  # "relative" (centred per image) or "absolute" (GeometryEncoder)

@@ -335,4 +335,4 @@ def test_geometry_on_data_without_boxes_is_a_clear_error(tmp_path: Path, boxes, 
 def test_geometry_default_is_off() -> None:
     cfg = ModelConfig()
     assert cfg.use_geometry is False
-    assert dataclasses.asdict(cfg)["geometry_weight"] == 1.0
+    assert dataclasses.asdict(cfg)["geometry_weight"] == 0.3

@@ -91,6 +91,22 @@ def test_score_own_equals_the_diagonal_blocks_of_all_pairs() -> None:
         model.score_own(img, txt, 4)
 
 
+def test_score_paired_chunks_give_the_same_scores_and_gradients() -> None:
+    model, vocab = _model()
+    model.train()
+    feats = torch.randn(5, 4, 12)
+    caps = vocab.encode_batch(CAPS)
+    grads = []
+    for chunk in (2, 100):
+        model.zero_grad()
+        img = model.encode_images(feats)
+        s = model.score_paired(img, model.encode_captions(caps), pair_chunk=chunk)
+        s.total.sum().backward()
+        grads.append((s.total.detach(), model.fuse_img.linear.weight.grad.clone()))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6) and grads[0][1].abs().sum() > 0
+
+
 def test_forward_with_negatives_returns_batch_and_own_scores() -> None:
     model, vocab = _model()
     feats = torch.randn(2, 4, 12)

@@ -246,7 +246,7 @@ class ImageEncoder(nn.Module):
         embed_dim: int,
         geometry: bool = False,
         geometry_hidden: int = 64,
-        geometry_weight: float = 1.0,
+        geometry_weight: float = 0.3,
         geometry_mode: str = "relative",
     ) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from shan.config import ModelConfig
 from shan.model.alignment import (
@@ -291,11 +292,15 @@ class SHAN(nn.Module):
         )
         return self._combine(*out)
 
-    def score_paired(self, img: ImageEmbeddings, txt: TextEmbeddings) -> StepScores:
+    def score_paired(
+        self, img: ImageEmbeddings, txt: TextEmbeddings, pair_chunk: int = 128
+    ) -> StepScores:
         """Scores of image ``i`` with caption ``i`` only (``N`` images, ``N`` captions).
 
         Only the ``N`` pairs are computed: the reference :func:`~shan.model.alignment.align_pair`
-        vectorised over pairs with ``torch.func.vmap`` (gradients flow). An all-pairs
+        vectorised over pairs with ``torch.func.vmap``, ``pair_chunk`` pairs at a time (with
+        gradients each chunk is recomputed in the backward pass, as in :meth:`score`, so memory
+        stays at one chunk's ``pair_chunk * (k + n) * d`` floats per intermediate). An all-pairs
         :meth:`score` call would compute ``N^2`` pairs to keep ``N``; a loop of ``N`` one-pair
         calls is dominated by per-call overhead (measured: both cost as much as the whole
         ``(B, B)`` batch again at B = 64, this about 4 % of it).
@@ -309,16 +314,30 @@ class SHAN(nn.Module):
             raise ValueError(
                 f"score_paired needs as many captions as images, got {v.shape[0]} and {t.shape[0]}"
             )
+        if pair_chunk < 1:
+            raise ValueError(f"pair_chunk must be >= 1, got {pair_chunk}")
         p = self.params
 
         def pair(vi: torch.Tensor, ti: torch.Tensor, vmi: torch.Tensor, tmi: torch.Tensor):
             r = align_pair(vi, ti, vmi, tmi, p)
             return torch.stack([r["s_l2l"], r["s_g2l"], r["s_g2g"]])
 
-        if v.shape[0] == 0:
+        def run(*args: torch.Tensor) -> torch.Tensor:
+            return torch.func.vmap(pair)(*args)
+
+        n = int(v.shape[0])
+        if n == 0:
             zero = v.new_zeros(0)
             return self._combine(zero, zero, zero)
-        out = torch.func.vmap(pair)(v.float(), t.float(), vm.to(torch.bool), tm.to(torch.bool))
+        parts = []
+        for a in range(0, n, pair_chunk):
+            args = (v[a : a + pair_chunk].float(), t[a : a + pair_chunk].float())
+            args += (vm[a : a + pair_chunk].bool(), tm[a : a + pair_chunk].bool())
+            if torch.is_grad_enabled():
+                parts.append(checkpoint(run, *args, use_reentrant=False))
+            else:
+                parts.append(run(*args))
+        out = torch.cat(parts, 0)
         return self._combine(out[:, 0], out[:, 1], out[:, 2])
 
     def score_own(self, img: ImageEmbeddings, txt: TextEmbeddings, per_image: int) -> StepScores:
