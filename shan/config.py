@@ -34,8 +34,13 @@ SIZE_LIMITS = {
     "glove_dim": 4_096,
     "gru_layers": 8,
     "max_words": 1_024,
+    "geometry_hidden": 4_096,
 }
 MAX_SMOOTH = 1_000.0  # lambda: exp(lambda * cosine) must stay finite in float32
+MAX_GEOMETRY_WEIGHT = 100.0  # beyond this the appearance part of a region embedding is noise
+#: ``TrainConfig.hard_negatives``: where each caption's hard negatives come from
+HARD_NEGATIVE_SOURCES = ("none", "typed", "swap", "auto")
+MAX_NEGATIVES_PER_CAPTION = 64
 
 
 class ConfigError(ShanError, ValueError):
@@ -63,6 +68,14 @@ class ModelConfig:
     use_l2l: bool = True
     use_g2l: bool = True
     use_g2g: bool = True
+    # Beyond the paper (default off = the paper's model): box geometry of each region.
+    use_geometry: bool = False  # add an embedding of the normalised box (x1, y1, x2, y2, area)
+    geometry_hidden: int = 64  # hidden width of the box MLP (5 -> hidden -> embed_dim)
+    geometry_weight: float = 0.3  # initial weight of the geometry part beside the unit
+    #                               appearance part (learned; see ImageEncoder)
+    geometry_mode: str = (
+        "relative"  # "relative" (centred per image) or "absolute" (GeometryEncoder)
+    )
 
 
 @dataclass
@@ -95,6 +108,16 @@ class TrainConfig:
     resume: str | None = None
     log_every: int = 50
     score_chunk: int = 256  # images per chunk when scoring all pairs during validation
+    # Beyond the paper (defaults: the paper's loss). Hard negatives: extra false captions of each
+    # training caption, each image's own ones in a hinge beside the in-batch VSE++ loss.
+    # "none" | "typed" ({split}_negs.jsonl) | "swap" (word swaps, shan.data.perturb) | "auto"
+    # (typed where the file exists, else swap)
+    hard_negatives: str = "none"
+    negatives_per_caption: int = 1  # K: hard negatives drawn per caption per step
+    hard_negative_weight: float = 1.0  # weight of the hard-negative hinge in the loss
+    hard_negative_types: str = ""  # comma-separated types to use (empty: every type)
+    step_loss_weight: float = 0.0  # > 0: each enabled step's own scores also get the loss
+    pool_lr_scale: float = 1.0  # learning-rate multiplier of the step-2 pooling vectors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +219,10 @@ def validate_model_config(cfg: ModelConfig, complete: bool = False) -> ModelConf
         c.bool_(name)
     if not (cfg.use_l2l or cfg.use_g2l or cfg.use_g2g):
         raise ConfigError("ModelConfig: use_l2l, use_g2l and use_g2g are all false (no step left)")
+    c.bool_("use_geometry")
+    c.int_("geometry_hidden", 1, SIZE_LIMITS["geometry_hidden"])
+    c.float_("geometry_weight", 0.0, MAX_GEOMETRY_WEIGHT, lo_open=True)
+    c.choice("geometry_mode", ("relative", "absolute"))
     return dataclasses.replace(cfg, step_weights=tuple(float(x) for x in w))
 
 
@@ -228,6 +255,14 @@ def validate_train_config(cfg: TrainConfig) -> TrainConfig:
     c.str_("resume", optional=True)
     c.int_("log_every", 0)
     c.int_("score_chunk", 1)
+    c.choice("hard_negatives", HARD_NEGATIVE_SOURCES)
+    c.int_("negatives_per_caption", 1, MAX_NEGATIVES_PER_CAPTION)
+    c.float_("hard_negative_weight", 0.0)
+    c.str_("hard_negative_types")
+    if any(not t.strip() for t in cfg.hard_negative_types.split(",")) and cfg.hard_negative_types:
+        c.fail("hard_negative_types", "comma-separated type names (e.g. 'relation_swap,count')")
+    c.float_("step_loss_weight", 0.0)
+    c.float_("pool_lr_scale", 0.0, 1e6, lo_open=True)
     return cfg
 
 
@@ -279,8 +314,8 @@ def load_json(cls: type[T], path: str | Path) -> T:
 def _coerce(value: str, current: Any, ftype: Any) -> Any:
     """Parse a command-line string to the type of the field it overrides."""
     text = value.strip()
-    if text.lower() in {"none", "null"}:
-        return None
+    if text.lower() in {"none", "null"} and (current is None or "None" in str(ftype)):
+        return None  # an optional field; "none" is a value of e.g. TrainConfig.hard_negatives
     if isinstance(current, bool) or ftype in (bool, "bool"):
         if text.lower() in {"1", "true", "yes", "on"}:
             return True
@@ -318,6 +353,7 @@ def apply_overrides(cfg: T, overrides: dict[str, str]) -> T:
 
 __all__ = [
     "ConfigError",
+    "HARD_NEGATIVE_SOURCES",
     "SIZE_LIMITS",
     "ModelConfig",
     "DataConfig",

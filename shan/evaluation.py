@@ -208,6 +208,40 @@ def _cat_embeddings(parts: list[Any]) -> Any:
 STEP_SCORE_KEYS = ("total", "l2l", "g2l", "g2g")  # the fields of the model's StepScores
 
 
+def uses_geometry(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (a SHAN) reads region boxes (``ModelConfig.use_geometry``)."""
+    return bool(getattr(getattr(model, "cfg", None), "use_geometry", False))
+
+
+def _image_boxes(
+    model: torch.nn.Module, boxes: np.ndarray | torch.Tensor | None
+) -> np.ndarray | torch.Tensor | None:
+    """``boxes`` for a geometry model (which cannot score without them), None for the others."""
+    if not uses_geometry(model):
+        return None
+    if boxes is None:
+        raise EvaluationError(
+            "the model uses region geometry (use_geometry) but no boxes were given: pass the "
+            "regions' boxes normalised to [0, 1] (SplitArrays.normalized_boxes)"
+        )
+    return boxes
+
+
+def _encode_image_rows(
+    model: torch.nn.Module,
+    feats: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor | None,
+    boxes: np.ndarray | torch.Tensor | None,
+    rows: np.ndarray | slice,
+    device: torch.device,
+) -> Any:
+    """``model.encode_images`` of the images ``rows`` (numpy memory maps are fine)."""
+    f = torch.from_numpy(np.array(feats[rows], dtype=np.float32)).to(device)
+    mk = None if masks is None else torch.as_tensor(np.asarray(masks[rows])).to(device)
+    bx = None if boxes is None else torch.as_tensor(np.asarray(boxes[rows]), dtype=torch.float32)
+    return model.encode_images(f, mk, None if bx is None else bx.to(device))
+
+
 @torch.no_grad()
 def _score_all(
     model: torch.nn.Module,
@@ -220,6 +254,7 @@ def _score_all(
     txt_chunk: int = 1024,
     progress: bool = False,
     score_chunks: tuple[int, int] | None = None,
+    boxes: np.ndarray | torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """The all-pairs scoring loop behind :func:`compute_sims` / :func:`compute_step_sims`.
 
@@ -229,15 +264,15 @@ def _score_all(
     device = torch.device(device)
     if score_chunks is None and device.type == "cuda":
         score_chunks = CUDA_SCORE_CHUNKS
+    boxes = _image_boxes(model, boxes)
     was_training = model.training
     model.eval()
     n = int(feats.shape[0])
     m = len(text_batch)
     img_parts = []
     for s in range(0, n, chunk):
-        f = torch.from_numpy(np.array(feats[s : s + chunk], dtype=np.float32)).to(device)
-        mk = None if masks is None else torch.as_tensor(np.asarray(masks[s : s + chunk])).to(device)
-        img_parts.append(model.encode_images(f, mk))
+        rows = slice(s, s + chunk)
+        img_parts.append(_encode_image_rows(model, feats, masks, boxes, rows, device))
     img = _cat_embeddings(img_parts)
     out = {key: np.empty((n, m), dtype=np.float32) for key in keys}
     starts = range(0, m, txt_chunk)
@@ -266,6 +301,7 @@ def compute_sims(
     txt_chunk: int = 1024,
     progress: bool = False,
     score_chunks: tuple[int, int] | None = None,
+    boxes: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """All image × caption SHAN scores.
 
@@ -285,6 +321,8 @@ def compute_sims(
         progress: show a tqdm bar over caption chunks.
         score_chunks: ``(img_chunk, txt_chunk)`` passed to ``model.score``; per-pair memory grows
             with their product.
+        boxes: ``(N, k, 4)`` region boxes normalised to ``[0, 1]``; required by a model with
+            ``use_geometry`` (:class:`EvaluationError` without them), ignored otherwise.
 
     Returns:
         ``(N, M)`` float32 numpy array of total scores.
@@ -300,6 +338,7 @@ def compute_sims(
         txt_chunk,
         progress,
         score_chunks,
+        boxes,
     )["total"]
 
 
@@ -313,6 +352,7 @@ def compute_step_sims(
     txt_chunk: int = 1024,
     progress: bool = False,
     score_chunks: tuple[int, int] | None = None,
+    boxes: np.ndarray | torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """Like :func:`compute_sims` (same arguments, same single scoring pass), but every step.
 
@@ -330,6 +370,7 @@ def compute_step_sims(
         txt_chunk,
         progress,
         score_chunks,
+        boxes,
     )
 
 
@@ -350,9 +391,12 @@ def evaluate_arrays(
     With ``calibrate``, every step is scored in the same single pass and ``result["calibration"]``
     holds the split's :class:`shan.calibration.Calibration` (each step's score distribution over
     matching and non-matching pairs; ``save_calibration(cal, checkpoint_dir)`` stores it).
+    A model with ``use_geometry`` reads the split's boxes (:meth:`SplitArrays.normalized_boxes`;
+    a split without boxes or image sizes raises :class:`DataError`).
     """
     if max_words is None:
         max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
+    boxes = arrays.normalized_boxes() if uses_geometry(model) else None
     batch = text.encode_batch(arrays.captions, max_words)
     score = compute_step_sims if calibrate else compute_sims
     out = score(
@@ -364,6 +408,7 @@ def evaluate_arrays(
         chunk=chunk,
         progress=progress,
         score_chunks=score_chunks,
+        boxes=boxes,
     )
     sims = out["total"] if calibrate else out
     n = arrays.n_images
@@ -456,6 +501,183 @@ def evaluate_checkpoint(
     return result
 
 
+# ---------------------------------------------------------------------------------------------
+# Scoring given (image, caption) pairs: minimal pairs, typed negatives
+
+
+@torch.no_grad()
+def score_pairs(
+    model: torch.nn.Module,
+    text: Vocabulary | TransformerTextProcessor,
+    feats: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor | None,
+    image_index: Sequence[int] | np.ndarray,
+    captions: Sequence[str],
+    boxes: np.ndarray | torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+    img_group: int = 8,
+    max_words: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Every step's score of given pairs: pair ``p`` is image ``image_index[p]`` (a row of
+    ``feats``) with ``captions[p]``.
+
+    The building block of minimal-pair tests (a true caption against its negatives on the same
+    image, or one caption against an image and its distractor): pairs are grouped by image,
+    ``img_group`` images at a time are scored against all their pairs' captions in one
+    ``model.score`` call, and the pairs' entries are kept.
+
+    Args:
+        model: a SHAN; text: its caption processor.
+        feats: ``(N, k, D)`` region features; masks: ``(N, k)`` bool or None.
+        image_index: ``(P,)`` image row of each pair; captions: ``P`` caption strings.
+        boxes: ``(N, k, 4)`` normalised boxes; required by a model with ``use_geometry``.
+        device: where to compute. img_group: images per scoring call.
+        max_words: caption truncation (default: the model's ``max_words``).
+
+    Returns:
+        ``{"total", "l2l", "g2l", "g2g"}`` → ``(P,)`` float32 (a disabled step: zeros).
+    """
+    device = torch.device(device)
+    idx = np.asarray(image_index, dtype=np.int64).reshape(-1)
+    if len(idx) != len(captions):
+        raise EvaluationError(f"{len(idx)} image indices for {len(captions)} captions")
+    n = int(feats.shape[0])
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        raise EvaluationError(f"image indices must lie in [0, {n}), got [{idx.min()}, {idx.max()}]")
+    if max_words is None:
+        max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
+    boxes = _image_boxes(model, boxes)
+    out = {key: np.zeros(len(idx), dtype=np.float32) for key in STEP_SCORE_KEYS}
+    if not len(idx):
+        return out
+    was_training = model.training
+    model.eval()
+    order = np.argsort(idx, kind="stable")
+    images, starts = np.unique(idx[order], return_index=True)
+    bounds = list(starts) + [len(order)]
+    for g0 in range(0, len(images), max(1, int(img_group))):
+        rows = images[g0 : g0 + img_group]
+        pairs = order[bounds[g0] : bounds[g0 + len(rows)]]  # the group's pairs, image-sorted
+        img = _encode_image_rows(model, feats, masks, boxes, rows, device)
+        batch = text.encode_batch([captions[p] for p in pairs], max_words).to(device)
+        scores = model.score(img, model.encode_captions(batch.tokens, batch.lengths))
+        which = torch.as_tensor(np.searchsorted(rows, idx[pairs]), device=scores.total.device)
+        cols = torch.arange(len(pairs), device=which.device)
+        for key in STEP_SCORE_KEYS:
+            out[key][pairs] = getattr(scores, key)[which, cols].float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def negative_accuracy(
+    model: torch.nn.Module,
+    text: Vocabulary | TransformerTextProcessor,
+    arrays: SplitArrays,
+    negatives: Sequence[Sequence[dict[str, str]]],
+    device: torch.device | str = "cpu",
+    img_group: int = 8,
+) -> dict[str, Any]:
+    """How often each step prefers a true caption to its own hard negatives, per negative type.
+
+    For every caption ``c`` of the split and every ``{"type", "text"}`` in ``negatives[c]`` (e.g.
+    :func:`shan.data.precomp.read_negatives`, or word swaps from
+    :func:`shan.data.precomp.swap_negatives`), the pair wins for a step when
+    ``S(image c // 5, caption c) > S(image c // 5, negative)`` (a tie loses).
+
+    Returns:
+        ``{"per_type": {type: {"n": int, "total": acc, "l2l": acc, "g2l": acc, "g2g": acc}},
+        "all": {...the same over every negative...}, "steps": [enabled step names]}`` with
+        accuracies in ``[0, 1]``; a step the model does not use is NaN.
+    """
+    if len(negatives) != len(arrays.captions):
+        raise EvaluationError(
+            f"{len(negatives)} lists of negatives for {len(arrays.captions)} captions"
+        )
+    caps: list[str] = list(arrays.captions)
+    owner: list[int] = [c // CAPS_PER_IMAGE for c in range(len(caps))]
+    pos_of: list[int] = []  # for each negative, the pair index of its true caption
+    types: list[str] = []
+    for c, negs in enumerate(negatives):
+        for neg in negs:
+            caps.append(neg["text"])
+            owner.append(c // CAPS_PER_IMAGE)
+            pos_of.append(c)
+            types.append(neg["type"])
+    boxes = arrays.normalized_boxes() if uses_geometry(model) else None
+    sc = score_pairs(model, text, arrays.feats, arrays.masks, owner, caps, boxes, device, img_group)
+    cfg = getattr(model, "cfg", None)
+    enabled = {
+        "total": True,
+        "l2l": bool(getattr(cfg, "use_l2l", True)),
+        "g2l": bool(getattr(cfg, "use_g2l", True)),
+        "g2g": bool(getattr(cfg, "use_g2g", True)),
+    }
+    n_true = len(arrays.captions)
+    pos_idx = np.asarray(pos_of, dtype=np.int64)
+    wins = {
+        key: sc[key][pos_idx] > sc[key][n_true:] if len(pos_idx) else np.zeros(0, dtype=bool)
+        for key in STEP_SCORE_KEYS
+    }
+    type_arr = np.asarray(types, dtype=object)
+
+    def summary(sel: np.ndarray) -> dict[str, Any]:
+        n = int(sel.sum())
+        res: dict[str, Any] = {"n": n}
+        for key in STEP_SCORE_KEYS:
+            ok = enabled[key] and n > 0
+            res[key] = float(wins[key][sel].mean()) if ok else float("nan")
+        return res
+
+    per_type = {t: summary(type_arr == t) for t in sorted(set(types))}
+    return {
+        "per_type": per_type,
+        "all": summary(np.ones(len(types), dtype=bool)),
+        "steps": [k for k in STEP_SCORE_KEYS if enabled[k]],
+    }
+
+
+@torch.no_grad()
+def text_pooling_by_word(
+    model: torch.nn.Module,
+    text: Vocabulary | TransformerTextProcessor,
+    arrays: SplitArrays,
+    captions: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """Step 2's text pooling weights (``Explanation.txt_pool``) by word, on matching pairs.
+
+    For each caption index in ``captions`` (default: every caption of the split) the caption is
+    explained against its own image (:meth:`shan.model.SHAN.explain`); each word's weight is
+    multiplied by the caption's length, so 1.0 means "the uniform share" (the pooling of an
+    untrained model) and 2.0 twice that.
+
+    Returns:
+        ``{word: {"weight": mean relative weight, "n": occurrences}}``.
+    """
+    device = torch.device(device)
+    boxes = arrays.normalized_boxes() if uses_geometry(model) else None
+    max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
+    idx = range(len(arrays.captions)) if captions is None else captions
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for c in idx:
+        i = int(c) // CAPS_PER_IMAGE
+        batch = text.encode_batch([arrays.captions[int(c)]], max_words)
+        length = int(batch.lengths[0])
+        ex = model.explain(
+            torch.from_numpy(np.array(arrays.feats[i], dtype=np.float32)).to(device),
+            torch.as_tensor(np.asarray(arrays.masks[i])),
+            batch.tokens[0, :length],
+            length,
+            boxes=None if boxes is None else torch.from_numpy(boxes[i]),
+        )
+        for word, w in zip(batch.words[0], ex.txt_pool.tolist()):
+            sums[word] = sums.get(word, 0.0) + w * length
+            counts[word] = counts.get(word, 0) + 1
+    return {w: {"weight": sums[w] / counts[w], "n": counts[w]} for w in sorted(sums)}
+
+
 __all__ = [
     "DataError",
     "EvaluationError",
@@ -472,6 +694,10 @@ __all__ = [
     "i2t",
     "i2t_ranks",
     "metrics_from_sims",
+    "negative_accuracy",
+    "score_pairs",
     "t2i",
     "t2i_ranks",
+    "text_pooling_by_word",
+    "uses_geometry",
 ]

@@ -20,6 +20,21 @@ else fp16 with a GradScaler), then validation rSum on ``data.val_split`` (first
   read back with ``torch.load(weights_only=True)``) for ``--resume OUT_DIR/last``;
 * ``train_config.json`` and ``log.jsonl`` (one JSON line per epoch).
 
+**[beyond the paper]** (every switch off by default, which is the paper's training):
+
+* ``model.use_geometry``: the batches carry each region's box normalised by its image size
+  (``{split}_boxes.npy`` / ``{split}_sizes.npy``, written by ``shan-extract``; data without them
+  is refused before training starts);
+* ``train.hard_negatives`` (``typed`` / ``swap`` / ``auto``): every caption brings
+  ``negatives_per_caption`` false captions made from it; each image is scored against its own
+  (:meth:`shan.model.SHAN.score_own`, only the pairs the loss needs) and
+  ``hard_negative_weight * [margin + S(i, neg) - S(i, i)]_+`` joins the VSE++ loss
+  (:class:`shan.model.ContrastiveLoss`). The log records per epoch the mean hinge and how often
+  the true caption beat its negative on the training batches, and with a validation split the
+  accuracy per negative type (:func:`shan.evaluation.negative_accuracy`);
+* ``train.step_loss_weight > 0``: each enabled step's own scores get the same loss, weighted;
+* ``train.pool_lr_scale``: learning-rate multiplier of step 2's pooling vectors.
+
 Multi-GPU: launch with ``torchrun --nproc_per_node=G -m shan.cli.train ...``; ``WORLD_SIZE`` in the
 environment switches on DistributedDataParallel with a DistributedSampler (``batch_size`` is per
 process) and only rank 0 validates and writes.
@@ -52,11 +67,16 @@ from shan.config import (
     to_dict,
     validate,
 )
-from shan.data.precomp import PrecompDataset, load_split_arrays
+from shan.data.precomp import (
+    PrecompDataset,
+    load_split_arrays,
+    read_negatives,
+    swap_negatives,
+)
 from shan.data.vocab import TransformerTextProcessor, Vocabulary
 from shan.device import resolve_device
 from shan.errors import ShanError
-from shan.evaluation import evaluate_arrays, format_metrics
+from shan.evaluation import evaluate_arrays, format_metrics, negative_accuracy
 
 TRAIN_STATE_NAME = "train_state.pt"
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -175,6 +195,47 @@ def _build_text(
     return Vocabulary.build(arrays.captions, min_count=min_count)
 
 
+def _negative_types(train_cfg: TrainConfig) -> list[str] | None:
+    """``train.hard_negative_types`` as a list (None: every type)."""
+    text = train_cfg.hard_negative_types.strip()
+    return [t.strip() for t in text.split(",")] if text else None
+
+
+def _param_groups(model: torch.nn.Module, train_cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Adam's parameter groups: one, or with ``pool_lr_scale != 1`` the step-2 pooling vectors in
+    a second group at ``lr * pool_lr_scale``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if train_cfg.pool_lr_scale == 1.0:
+        return [{"params": params}]
+    pool = {id(p) for name in ("pool_img", "pool_txt") for p in getattr(model, name).parameters()}
+    pool_lr = train_cfg.lr * train_cfg.pool_lr_scale
+    return [
+        {"params": [p for p in params if id(p) not in pool]},
+        {"params": [p for p in params if id(p) in pool], "lr": pool_lr},
+    ]
+
+
+def _validation_negatives(
+    arrays: Any, train_cfg: TrainConfig, seed: int
+) -> list[list[dict[str, str]]] | None:
+    """The validation split's hard negatives, from the source training uses (None without)."""
+    if train_cfg.hard_negatives == "none":
+        return None
+    typed = None
+    if train_cfg.hard_negatives in ("typed", "auto"):
+        typed = read_negatives(arrays.path, arrays.split)
+    if typed is not None:
+        negs = typed[: len(arrays.captions)]
+    elif train_cfg.hard_negatives == "typed":
+        return None
+    else:
+        negs = [swap_negatives(c, seed=seed + i) for i, c in enumerate(arrays.captions)]
+    types = _negative_types(train_cfg)
+    if types is not None:
+        negs = [[n for n in per if n["type"] in types] for per in negs]
+    return negs
+
+
 def _autocast_setup(
     device: torch.device, amp: bool
 ) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
@@ -250,8 +311,14 @@ def train(
         text,
         max_words=model_cfg.max_words,
         img_dim=model_cfg.img_dim,
+        boxes=model_cfg.use_geometry,
+        negatives=train_cfg.hard_negatives,
+        negatives_per_caption=train_cfg.negatives_per_caption,
+        negative_types=_negative_types(train_cfg),
+        seed=train_cfg.seed,
     )
     val_arrays = None
+    val_negatives = None
     if data_cfg.val_split:
         val_arrays = load_split_arrays(
             data_cfg.root,
@@ -260,6 +327,9 @@ def train(
             img_dim=model_cfg.img_dim,
             max_images=data_cfg.max_val_images or None,
         )
+        if model_cfg.use_geometry:
+            val_arrays.normalized_boxes()  # no boxes: refused now, not after the first epoch
+        val_negatives = _validation_negatives(val_arrays, train_cfg, train_cfg.seed)
     batch_size = min(train_cfg.batch_size, len(train_ds))
     sampler = (
         DistributedSampler(
@@ -285,12 +355,23 @@ def train(
 
     # ---- optimisation
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=train_cfg.lr)
+    optimizer = torch.optim.Adam(_param_groups(model, train_cfg), lr=train_cfg.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=max(1, train_cfg.lr_decay_epoch), gamma=0.1
     )
     amp_dtype, scaler = _autocast_setup(device, train_cfg.amp)
-    criterion = ContrastiveLoss(train_cfg.margin, train_cfg.max_violation)
+    criterion = ContrastiveLoss(
+        train_cfg.margin, train_cfg.max_violation, train_cfg.hard_negative_weight
+    )
+    step_names = [
+        name
+        for name, on in (
+            ("l2l", model_cfg.use_l2l),
+            ("g2l", model_cfg.use_g2l),
+            ("g2g", model_cfg.use_g2g),
+        )
+        if on
+    ]
     start_epoch, best_rsum = 0, -math.inf
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -334,6 +415,8 @@ def train(
         model.train()
         t0 = time.time()
         losses: list[float] = []
+        hinges: list[float] = []
+        neg_wins = neg_count = 0
         it: Any = loader
         if progress and is_main:
             from tqdm.auto import tqdm
@@ -344,14 +427,57 @@ def train(
             masks = batch.masks.to(device, non_blocking=True)
             tokens = batch.text.tokens.to(device, non_blocking=True)
             lengths = batch.text.lengths.to(device)
+            boxes = None if batch.boxes is None else batch.boxes.to(device, non_blocking=True)
             ctx = (
                 torch.autocast(device_type=device.type, dtype=amp_dtype)
                 if amp_dtype is not None
                 else nullcontext()
             )
             with ctx:
-                scores = net(feats, masks, tokens, lengths)
-                loss = criterion(scores.float())
+                if batch.negatives is None and train_cfg.step_loss_weight == 0:
+                    scores = net(feats, masks, tokens, lengths, boxes=boxes)
+                    loss = criterion(scores.float())
+                else:
+                    neg_mask = None
+                    neg_kw: dict[str, Any] = {}
+                    if batch.negatives is not None:
+                        neg_mask = batch.neg_mask.to(device)
+                        neg_kw = {
+                            "negatives": batch.negatives.tokens.to(device, non_blocking=True),
+                            "neg_lengths": batch.negatives.lengths.to(device),
+                        }
+                    out = net(
+                        feats,
+                        masks,
+                        tokens,
+                        lengths,
+                        boxes=boxes,
+                        all_steps=train_cfg.step_loss_weight > 0,
+                        **neg_kw,
+                    )
+                    neg = out.negatives
+                    loss = criterion(
+                        out.batch.total.float(),
+                        None if neg is None else neg.total.float(),
+                        neg_mask,
+                    )
+                    for name in step_names if train_cfg.step_loss_weight > 0 else ():
+                        loss = loss + train_cfg.step_loss_weight * criterion(
+                            getattr(out.batch, name).float(),
+                            None if neg is None else getattr(neg, name).float(),
+                            neg_mask,
+                        )
+                    if neg is not None and neg_mask is not None:
+                        with torch.no_grad():
+                            pos = out.batch.total.detach().float().diagonal()
+                            ns = neg.total.detach().float()
+                            hinges.append(
+                                float(criterion.negative_hinge(pos, ns, neg_mask))
+                                / max(1, len(pos))
+                            )
+                            won = (pos.view(-1, 1) > ns) & neg_mask
+                            neg_wins += int(won.sum())
+                            neg_count += int(neg_mask.sum())
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -390,6 +516,9 @@ def train(
                 "lr": lr_now,
                 "train_seconds": round(train_time, 2),
             }
+            if hinges:
+                record["hard_negative_hinge"] = float(np.mean(hinges))
+                record["hard_negative_train_acc"] = neg_wins / max(1, neg_count)
             metrics: dict[str, float] | None = None
             if val_arrays is not None:
                 res = evaluate_arrays(
@@ -403,6 +532,12 @@ def train(
                 metrics = res["all"]
                 record["val"] = metrics
                 rsum = metrics["rsum"]
+                if val_negatives is not None:
+                    acc = negative_accuracy(model, text, val_arrays, val_negatives, device=device)
+                    record["val_negatives"] = {
+                        t: {"n": r["n"], **{k: r[k] for k in ("total", *step_names)}}
+                        for t, r in {**acc["per_type"], "all": acc["all"]}.items()
+                    }
             else:
                 rsum = -float(record["loss"])  # no validation split: lower loss is "better"
             record["rsum"] = rsum

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary
+from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary, tokenize
 from shan.errors import ShanError
 from shan.files import atomic_path, temp_name
+from shan.model.encoders import BoxError, normalize_boxes
 
 CAPS_PER_IMAGE = 5
 #: the optional per-split files :class:`SplitWriter` writes (suffix after ``{split}_``)
@@ -115,6 +116,26 @@ class SplitArrays:
     @property
     def img_dim(self) -> int:
         return int(self.feats.shape[2])
+
+    def normalized_boxes(self) -> np.ndarray:
+        """``(N, k, 4)`` float32 boxes as fractions of each image's width / height (the geometry
+        input of a model with ``use_geometry``; :func:`shan.model.encoders.normalize_boxes`).
+
+        Raises:
+            DataError: the split has no ``{split}_boxes.npy`` or no ``{split}_sizes.npy``, or they
+                cannot be normalised.
+        """
+        where = f"{self.path}/{self.split}"
+        if self.boxes is None or self.sizes is None:
+            missing = f"{self.split}_boxes.npy" if self.boxes is None else f"{self.split}_sizes.npy"
+            raise DataError(
+                f"{where}: no {missing}, but the model uses region geometry (use_geometry); "
+                "extract the features with shan-extract, which writes boxes and image sizes"
+            )
+        try:
+            return normalize_boxes(np.asarray(self.boxes), np.asarray(self.sizes)).numpy()
+        except BoxError as e:
+            raise DataError(f"{where}_boxes.npy / _sizes.npy: {e}") from None
 
     def subset(self, start: int, stop: int) -> SplitArrays:
         """Images ``start:stop`` and their ``5 × (stop - start)`` captions."""
@@ -534,6 +555,20 @@ def read_negatives(folder: str | Path, split: str) -> list[list[dict[str, str]]]
     return out
 
 
+#: ``PrecompDataset(negatives=...)``: where each caption's hard negatives come from
+NEGATIVE_SOURCES = ("none", "typed", "swap", "auto")
+
+
+def swap_negatives(caption: str, seed: int = 0) -> list[dict[str, str]]:
+    """Word-swap negatives of any caption (:func:`shan.data.perturb.perturb`, every kind, at most
+    one per kind) as ``{"type", "text"}`` records, like the typed negatives of
+    ``{split}_negs.jsonl``. Deterministic for a given ``seed``; ``[]`` when no word can be swapped.
+    """
+    from shan.data.perturb import perturb  # imported when used: text-only, no scene needed
+
+    return [{"type": p.kind, "text": p.text} for p in perturb(caption, seed=seed)]
+
+
 @dataclass
 class PrecompItem:
     """One (image, caption) training pair.
@@ -544,6 +579,9 @@ class PrecompItem:
         caption: the caption text.
         image_index: index of the image in the split.
         caption_index: index of the caption in the split (``image_index == caption_index // 5``).
+        boxes: ``(k, 4)`` float32 boxes normalised to ``[0, 1]``, or None (dataset without boxes).
+        negatives: up to ``K`` hard-negative captions drawn for this step (none by default).
+        negative_types: the type of each of ``negatives``.
     """
 
     features: torch.Tensor
@@ -551,6 +589,9 @@ class PrecompItem:
     caption: str
     image_index: int
     caption_index: int
+    boxes: torch.Tensor | None = None
+    negatives: list[str] = field(default_factory=list)
+    negative_types: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -563,6 +604,11 @@ class PrecompBatch:
         text: :class:`TokenBatch` of the ``B`` captions.
         image_index: ``(B,)`` int64.
         caption_index: ``(B,)`` int64.
+        boxes: ``(B, k, 4)`` float32 normalised boxes, or None.
+        negatives: :class:`TokenBatch` of ``B * K`` hard-negative captions (caption ``b``'s at rows
+            ``b*K .. b*K+K-1``; a missing one is a copy of the caption, masked out), or None.
+        neg_mask: ``(B, K)`` bool, True for real negatives, or None.
+        neg_types: ``B`` lists of ``K`` type names ("" for a missing one), or None.
     """
 
     feats: torch.Tensor
@@ -570,6 +616,10 @@ class PrecompBatch:
     text: TokenBatch
     image_index: torch.Tensor
     caption_index: torch.Tensor
+    boxes: torch.Tensor | None = None
+    negatives: TokenBatch | None = None
+    neg_mask: torch.Tensor | None = None
+    neg_types: list[list[str]] | None = None
 
 
 class PrecompDataset(Dataset):
@@ -584,6 +634,19 @@ class PrecompDataset(Dataset):
         max_words: captions are truncated to this many tokens.
         img_dim: expected feature size; a mismatch raises :class:`DataError`.
         max_images: use only the first this many images.
+        boxes: give every item its regions' boxes normalised by the image size (for a model with
+            ``use_geometry``); needs ``{split}_boxes.npy`` and ``{split}_sizes.npy``.
+        negatives: hard negatives per caption (:data:`NEGATIVE_SOURCES`): ``"typed"`` from
+            ``{split}_negs.jsonl``, ``"swap"`` made by word swaps (:func:`swap_negatives`, for
+            any captions, e.g. Flickr30K / COCO), ``"auto"`` typed where the file exists and swap
+            otherwise, ``"none"``.
+        negatives_per_caption: ``K``, how many are drawn (without replacement, anew at every
+            access) per item; a caption with fewer gives all it has.
+        negative_types: use only negatives of these types (None: all).
+        seed: seeds the word swaps (negative ``c`` of caption ``c`` uses ``seed + c``).
+
+    A negative with a word the (GRU) vocabulary does not know is dropped: an ``<unk>`` that only
+    ever appears in false captions would be a shortcut, not a lesson.
     """
 
     def __init__(
@@ -595,6 +658,11 @@ class PrecompDataset(Dataset):
         max_words: int = 64,
         img_dim: int | None = None,
         max_images: int | None = None,
+        boxes: bool = False,
+        negatives: str = "none",
+        negatives_per_caption: int = 1,
+        negative_types: Sequence[str] | None = None,
+        seed: int = 0,
     ) -> None:
         arrays = load_split_arrays(root, name, split, img_dim=img_dim, max_images=max_images)
         self.root, self.name, self.split = str(root), name, split
@@ -607,6 +675,29 @@ class PrecompDataset(Dataset):
         self.img_dim = arrays.img_dim
         self._ims_path = arrays.path / f"{split}_ims.npy"
         self._feats: np.ndarray | None = None
+        self.boxes: np.ndarray | None = arrays.normalized_boxes() if boxes else None
+        if negatives not in NEGATIVE_SOURCES:
+            raise DataError(f"negatives must be one of {NEGATIVE_SOURCES}, got {negatives!r}")
+        if int(negatives_per_caption) < 1:
+            raise DataError(f"negatives_per_caption must be >= 1, got {negatives_per_caption}")
+        self.negatives_per_caption = int(negatives_per_caption)
+        self.negative_types = None if negative_types is None else frozenset(negative_types)
+        self.seed = int(seed)
+        self._typed: list[list[dict[str, str]]] | None = None
+        if negatives in ("typed", "auto"):
+            typed = read_negatives(arrays.path, split)
+            if typed is None and negatives == "typed":
+                raise DataError(
+                    f"{_negs_path(arrays.path, split)} not found: hard_negatives='typed' needs "
+                    "the typed negatives of every caption ('swap' or 'auto' make word swaps)"
+                )
+            if typed is not None:
+                self._typed = typed[: len(self.captions)]  # max_images keeps the first images
+                negatives = "typed"
+            else:
+                negatives = "swap"
+        self.negatives = negatives
+        self._swap_cache: dict[int, list[dict[str, str]]] = {}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -623,6 +714,31 @@ class PrecompDataset(Dataset):
     def __len__(self) -> int:
         return len(self.captions)
 
+    def _known(self, text: str) -> bool:
+        if not isinstance(self.text, Vocabulary):
+            return True  # word pieces: nothing is out of vocabulary
+        return all(w in self.text for w in tokenize(text))
+
+    def negatives_of(self, index: int) -> list[dict[str, str]]:
+        """Every usable hard negative of caption ``index`` (``{"type", "text"}``; after the type
+        filter and the vocabulary check), in a fixed order."""
+        if self.negatives == "none":
+            return []
+        if self.negatives == "typed":
+            cands = self._typed[index] if self._typed is not None else []
+        else:
+            cands = self._swap_cache.get(index)
+            if cands is None:
+                cands = swap_negatives(self.captions[index], seed=self.seed + index)
+                self._swap_cache[index] = cands
+        return [
+            n
+            for n in cands
+            if (self.negative_types is None or n["type"] in self.negative_types)
+            and n["text"].strip()
+            and self._known(n["text"])
+        ]
+
     def __getitem__(self, index: int) -> PrecompItem:
         if not -len(self) <= index < len(self):
             raise IndexError(f"caption index {index} out of range for {len(self)} captions")
@@ -630,22 +746,46 @@ class PrecompDataset(Dataset):
         img = index // CAPS_PER_IMAGE
         feat = torch.from_numpy(np.array(self.feats[img], dtype=np.float32))
         mask = torch.arange(self.k) < int(self.nregions[img])
-        return PrecompItem(feat, mask, self.captions[index], img, index)
+        boxes = None if self.boxes is None else torch.from_numpy(np.array(self.boxes[img]))
+        item = PrecompItem(feat, mask, self.captions[index], img, index, boxes)
+        cands = self.negatives_of(index)
+        if cands:
+            k = min(self.negatives_per_caption, len(cands))
+            pick = torch.randperm(len(cands))[:k].tolist()  # torch RNG: seeded per worker
+            item.negatives = [cands[i]["text"] for i in pick]
+            item.negative_types = [cands[i]["type"] for i in pick]
+        return item
 
     def collate(self, items: Sequence[PrecompItem]) -> PrecompBatch:
         """Stack items into a :class:`PrecompBatch` (captions encoded and padded together)."""
-        return PrecompBatch(
+        batch = PrecompBatch(
             feats=torch.stack([it.features for it in items]),
             masks=torch.stack([it.mask for it in items]),
             text=self.text.encode_batch([it.caption for it in items], self.max_words),
             image_index=torch.tensor([it.image_index for it in items], dtype=torch.long),
             caption_index=torch.tensor([it.caption_index for it in items], dtype=torch.long),
         )
+        if items and items[0].boxes is not None:
+            batch.boxes = torch.stack([it.boxes for it in items])  # type: ignore[misc]
+        if self.negatives != "none":
+            k = self.negatives_per_caption
+            texts, types = [], []
+            mask = torch.zeros(len(items), k, dtype=torch.bool)
+            for b, it in enumerate(items):
+                n = len(it.negatives)
+                mask[b, :n] = True
+                texts += it.negatives + [it.caption] * (k - n)  # fillers, masked out
+                types.append(it.negative_types + [""] * (k - n))
+            batch.negatives = self.text.encode_batch(texts, self.max_words)
+            batch.neg_mask = mask
+            batch.neg_types = types
+        return batch
 
 
 __all__ = [
     "CAPS_PER_IMAGE",
     "DataError",
+    "NEGATIVE_SOURCES",
     "PrecompBatch",
     "PrecompDataset",
     "PrecompItem",
@@ -656,6 +796,7 @@ __all__ = [
     "precomp_dir",
     "read_negatives",
     "read_regions",
+    "swap_negatives",
     "write_negatives",
     "write_precomp",
 ]

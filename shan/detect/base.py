@@ -54,11 +54,20 @@ class Regions:
         )
 
 
-def stack_regions(regions: Sequence[Regions]) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_regions(
+    regions: Sequence[Regions], with_boxes: bool = False
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pad several images' regions into SHAN's image input.
 
     Returns ``features (N, k, D)`` float32, zero-padded to ``k = max regions``, and ``mask (N, k)``
-    bool, True for real regions (what :meth:`shan.model.SHAN.encode_images` takes).
+    bool, True for real regions (what :meth:`shan.model.SHAN.encode_images` takes). With
+    ``with_boxes``, also ``boxes (N, k, 4)`` float32: each region's box as fractions of its
+    image's ``image_size`` (:func:`shan.model.encoders.normalize_boxes`; padding rows zero), the
+    geometry input of a model with ``use_geometry`` (``encode_images(feats, mask, boxes)``).
+
+    Raises:
+        shan.model.encoders.BoxError: ``with_boxes`` and an image without a positive
+            ``image_size``.
     """
     k = max(len(r) for r in regions)
     dim = int(regions[0].features.shape[1])
@@ -67,7 +76,15 @@ def stack_regions(regions: Sequence[Regions]) -> tuple[torch.Tensor, torch.Tenso
     for i, r in enumerate(regions):
         feats[i, : len(r)] = r.features.float()
         mask[i, : len(r)] = True
-    return feats, mask
+    if not with_boxes:
+        return feats, mask
+    from shan.model.encoders import normalize_boxes
+
+    boxes = torch.zeros(len(regions), k, 4)
+    for i, r in enumerate(regions):
+        size = torch.tensor(r.image_size, dtype=torch.float32)
+        boxes[i, : len(r)] = normalize_boxes(r.boxes.detach().float().cpu().reshape(-1, 4), size)
+    return feats, mask, boxes
 
 
 @runtime_checkable

@@ -6,12 +6,20 @@ Public API: :class:`SHAN` (``encode_images``, ``encode_captions``, ``score``, ``
 """
 
 from shan.model.loss import ContrastiveLoss
-from shan.model.shan import SHAN, Explanation, ImageEmbeddings, StepScores, TextEmbeddings
+from shan.model.shan import (
+    SHAN,
+    Explanation,
+    ImageEmbeddings,
+    StepScores,
+    TextEmbeddings,
+    TrainingScores,
+)
 
 __all__ = [
     "SHAN",
     "ContrastiveLoss",
     "StepScores",
+    "TrainingScores",
     "Explanation",
     "ImageEmbeddings",
     "TextEmbeddings",

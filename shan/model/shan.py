@@ -3,6 +3,12 @@ chunked all-pairs scoring (:mod:`shan.model.scoring`).
 
 ``S = w1 S_L2L + w2 S_G2L + w3 S_G2G`` (``ModelConfig.step_weights``; ``use_l2l`` / ``use_g2l`` /
 ``use_g2g`` switch steps off for ablations — a disabled step's scores are zeros and do not count).
+
+**[beyond the paper]** ``ModelConfig.use_geometry`` mixes an embedding of each region's box into
+its embedding (:class:`~shan.model.encoders.ImageEncoder`); such a model takes ``boxes (N, k, 4)``
+normalised to ``[0, 1]`` (:func:`~shan.model.encoders.normalize_boxes`) in
+:meth:`SHAN.encode_images`, :meth:`SHAN.forward` and :meth:`SHAN.explain`. Other models accept and
+ignore them, so callers can always pass boxes.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from shan.config import ModelConfig
 from shan.model.alignment import (
@@ -53,6 +60,18 @@ class StepScores(NamedTuple):
     l2l: torch.Tensor
     g2l: torch.Tensor
     g2g: torch.Tensor
+
+
+class TrainingScores(NamedTuple):
+    """What :meth:`SHAN.forward` returns when asked for steps or hard negatives.
+
+    ``batch``: :class:`StepScores` ``(B, B)`` of the batch's images x captions (diagonal =
+    matching pairs); ``negatives``: :class:`StepScores` ``(B, K)`` of each image against its own
+    ``K`` hard-negative captions, or None.
+    """
+
+    batch: StepScores
+    negatives: StepScores | None
 
 
 @dataclass
@@ -119,7 +138,14 @@ class SHAN(nn.Module):
         if cfg.smooth <= 0:
             raise ValueError(f"smooth (lambda) must be > 0, got {cfg.smooth}")
         d = cfg.embed_dim
-        self.img_enc = ImageEncoder(cfg.img_dim, d)
+        self.img_enc = ImageEncoder(
+            cfg.img_dim,
+            d,
+            geometry=cfg.use_geometry,
+            geometry_hidden=cfg.geometry_hidden,
+            geometry_weight=cfg.geometry_weight,
+            geometry_mode=cfg.geometry_mode,
+        )
         if cfg.text_encoder == "gru":
             pretrained = None
             if cfg.glove_path and vocab_words is not None:
@@ -181,9 +207,14 @@ class SHAN(nn.Module):
 
     # ------------------------------------------------------------------ encoders
     def encode_images(
-        self, feats: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        feats: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
     ) -> ImageEmbeddings:
-        """``feats (N, k, img_dim)``, ``mask (N, k)`` bool or None -> :class:`ImageEmbeddings`."""
+        """``feats (N, k, img_dim)``, ``mask (N, k)`` bool or None, ``boxes (N, k, 4)``
+        normalised to ``[0, 1]`` (required with ``use_geometry``, ignored otherwise) ->
+        :class:`ImageEmbeddings`."""
         if mask is None:
             mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
         mask = mask.to(device=feats.device, dtype=torch.bool)
@@ -193,7 +224,9 @@ class SHAN(nn.Module):
             )
         if feats.shape[0] and not bool(mask.any(1).all()):
             raise ValueError("every image needs at least one real region (mask row all False)")
-        return ImageEmbeddings(self.img_enc(feats.float(), mask), mask)
+        if not self.cfg.use_geometry:
+            boxes = None
+        return ImageEmbeddings(self.img_enc(feats.float(), mask, boxes), mask)
 
     def encode_captions(self, batch: Any, lengths: torch.Tensor | None = None) -> TextEmbeddings:
         """``TokenBatch`` (``.tokens (M, n)``, ``.lengths (M,)``) or ``tokens, lengths`` ->
@@ -260,19 +293,110 @@ class SHAN(nn.Module):
         )
         return self._combine(*out)
 
+    def score_paired(
+        self, img: ImageEmbeddings, txt: TextEmbeddings, pair_chunk: int = 128
+    ) -> StepScores:
+        """Scores of image ``i`` with caption ``i`` only (``N`` images, ``N`` captions).
+
+        Only the ``N`` pairs are computed: the reference :func:`~shan.model.alignment.align_pair`
+        vectorised over pairs with ``torch.func.vmap``, ``pair_chunk`` pairs at a time (with
+        gradients each chunk is recomputed in the backward pass, as in :meth:`score`, so memory
+        stays at one chunk's ``pair_chunk * (k + n) * d`` floats per intermediate). An all-pairs
+        :meth:`score` call would compute ``N^2`` pairs to keep ``N``; a loop of ``N`` one-pair
+        calls is dominated by per-call overhead (measured: both cost as much as the whole
+        ``(B, B)`` batch again at B = 64, this about 4 % of it).
+
+        Returns:
+            :class:`StepScores` of ``(N,)`` tensors.
+        """
+        v, vm = img
+        t, tm = txt
+        if v.shape[0] != t.shape[0]:
+            raise ValueError(
+                f"score_paired needs as many captions as images, got {v.shape[0]} and {t.shape[0]}"
+            )
+        if pair_chunk < 1:
+            raise ValueError(f"pair_chunk must be >= 1, got {pair_chunk}")
+        p = self.params
+
+        def pair(vi: torch.Tensor, ti: torch.Tensor, vmi: torch.Tensor, tmi: torch.Tensor):
+            r = align_pair(vi, ti, vmi, tmi, p)
+            return torch.stack([r["s_l2l"], r["s_g2l"], r["s_g2g"]])
+
+        def run(*args: torch.Tensor) -> torch.Tensor:
+            return torch.func.vmap(pair)(*args)
+
+        n = int(v.shape[0])
+        if n == 0:
+            zero = v.new_zeros(0)
+            return self._combine(zero, zero, zero)
+        parts = []
+        for a in range(0, n, pair_chunk):
+            args = (v[a : a + pair_chunk].float(), t[a : a + pair_chunk].float())
+            args += (vm[a : a + pair_chunk].bool(), tm[a : a + pair_chunk].bool())
+            if torch.is_grad_enabled():
+                parts.append(checkpoint(run, *args, use_reentrant=False))
+            else:
+                parts.append(run(*args))
+        out = torch.cat(parts, 0)
+        return self._combine(out[:, 0], out[:, 1], out[:, 2])
+
+    def score_own(self, img: ImageEmbeddings, txt: TextEmbeddings, per_image: int) -> StepScores:
+        """Each image against its own captions only: image ``i`` with captions ``i*K .. i*K+K-1``
+        (``img``: ``N`` images, ``txt``: ``N * K`` captions, ``K = per_image``), computing only
+        those ``N K`` pairs (:meth:`score_paired`).
+
+        Returns:
+            :class:`StepScores` of ``(N, K)`` tensors.
+        """
+        n_img, k = int(img.regions.shape[0]), int(per_image)
+        if k < 1 or txt.words.shape[0] != n_img * k:
+            raise ValueError(
+                f"score_own needs {n_img} x {per_image} captions, got {txt.words.shape[0]}"
+            )
+        rep = ImageEmbeddings(
+            img.regions.repeat_interleave(k, dim=0), img.mask.repeat_interleave(k, dim=0)
+        )
+        s = self.score_paired(rep, txt)
+        return StepScores(*(x.view(n_img, k) for x in s))
+
     def forward(
         self,
         feats: torch.Tensor,
         img_mask: torch.Tensor | None,
         tokens: Any,
         lengths: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        negatives: Any = None,
+        neg_lengths: torch.Tensor | None = None,
+        all_steps: bool = False,
         **score_kwargs: Any,
-    ) -> torch.Tensor:
-        """Training: ``feats (B, k, F)``, ``img_mask (B, k)``, ``tokens (B, n)``, ``lengths (B,)``
-        -> ``(B, B)`` total scores (rows: images, columns: captions; diagonal = matching pairs)."""
-        img = self.encode_images(feats, img_mask)
+    ) -> torch.Tensor | TrainingScores:
+        """Training: ``feats (B, k, F)``, ``img_mask (B, k)``, ``tokens (B, n)``, ``lengths (B,)``,
+        ``boxes (B, k, 4)`` (with ``use_geometry``) -> ``(B, B)`` total scores (rows: images,
+        columns: captions; diagonal = matching pairs).
+
+        With ``negatives`` (``B * K`` hard-negative captions, image ``i``'s at rows ``i*K ..
+        i*K+K-1``: a ``TokenBatch`` or tokens with ``neg_lengths``) or ``all_steps``, returns
+        :class:`TrainingScores` instead: every step's ``(B, B)`` scores and, with negatives,
+        each image's ``(B, K)`` scores against its own (:meth:`score_own`).
+        """
+        img = self.encode_images(feats, img_mask, boxes)
         txt = self.encode_captions(tokens, lengths)
-        return self.score(img, txt, **score_kwargs).total
+        batch = self.score(img, txt, **score_kwargs)
+        if negatives is None and not all_steps:
+            return batch.total
+        neg = None
+        if negatives is not None:
+            ntxt = self.encode_captions(negatives, neg_lengths)
+            b = int(img.regions.shape[0])
+            if b == 0 or ntxt.words.shape[0] % b:
+                raise ValueError(
+                    f"negatives: expected K captions per image ({b} images), "
+                    f"got {ntxt.words.shape[0]}"
+                )
+            neg = self.score_own(img, ntxt, ntxt.words.shape[0] // b)
+        return TrainingScores(batch, neg)
 
     @torch.no_grad()
     def explain(
@@ -281,12 +405,14 @@ class SHAN(nn.Module):
         img_mask: torch.Tensor | None,
         tokens: torch.Tensor,
         length: int,
+        boxes: torch.Tensor | None = None,
     ) -> Explanation:
         """Every step's attention and score for one pair (reference implementation).
 
         ``feats (k, img_dim)``, ``img_mask (k,)`` bool or None, ``tokens (n,)``, ``length`` real
-        words. Returned tensors are trimmed to the real words (``n = length``) but keep all ``k``
-        regions (padded regions get zero weights).
+        words, ``boxes (k, 4)`` normalised to ``[0, 1]`` (required with ``use_geometry``, ignored
+        otherwise). Returned tensors are trimmed to the real words (``n = length``) but keep all
+        ``k`` regions (padded regions get zero weights).
         """
         if feats.dim() != 2:
             raise ValueError(
@@ -298,7 +424,9 @@ class SHAN(nn.Module):
             raise ValueError(f"length must lie in [1, {tokens.numel()}], got {length}")
         dev = self.device
         mask = None if img_mask is None else img_mask.reshape(1, -1).to(dev)
-        img = self.encode_images(feats.to(dev).unsqueeze(0), mask)
+        if boxes is not None:
+            boxes = torch.as_tensor(boxes).reshape(1, -1, 4).to(dev)
+        img = self.encode_images(feats.to(dev).unsqueeze(0), mask, boxes)
         txt = self.encode_captions(tokens[:length].unsqueeze(0).to(dev), torch.tensor([length]))
         r = align_pair(img.regions[0], txt.words[0], img.mask[0], txt.mask[0], self.params)
         s = self._combine(r["s_l2l"].view(1, 1), r["s_g2l"].view(1, 1), r["s_g2g"].view(1, 1))
@@ -318,4 +446,11 @@ class SHAN(nn.Module):
         )
 
 
-__all__ = ["SHAN", "StepScores", "Explanation", "ImageEmbeddings", "TextEmbeddings"]
+__all__ = [
+    "SHAN",
+    "StepScores",
+    "TrainingScores",
+    "Explanation",
+    "ImageEmbeddings",
+    "TextEmbeddings",
+]
