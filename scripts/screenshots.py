@@ -110,6 +110,8 @@ class Tour:
         box = self.page.locator(f"#{elem_id}")
         if box.locator(".label-wrap.open").count() == 0:
             box.locator(".label-wrap").first.click()
+        # the click only schedules the opening: wait until the label says it is open
+        box.locator(".label-wrap.open").first.wait_for()
 
     # ---- the views ----------------------------------------------------------------------------
 

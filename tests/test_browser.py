@@ -206,7 +206,8 @@ def test_build_a_scene_mirror_it_and_match_it(served, tour):
     assert tour.mirror_scene() != first
     assert page.locator("#scene-cell-0 input").input_value() == "middle right"  # was left
     tour.expand("scene-vocabulary")
-    assert "known" in page.locator("#scene-vocabulary").inner_text()
+    # the accordion's body renders after it opens: wait for its text rather than read it once
+    sync_api.expect(page.locator("#scene-vocabulary")).to_contain_text("known")
     _shot(tour, "scene.png", tmp)
     tour.scene_to_match()
     ranking = page.locator("#ranking").inner_text()
