@@ -600,8 +600,12 @@ class DemoPipeline:
     @torch.inference_mode()
     def _score(self, regions: list[Regions], batch: Any) -> np.ndarray:
         """All image × caption scores: ``(N, M, 4)`` with ``total, l2l, g2l, g2g``."""
-        feats, mask = stack_regions(regions)
-        img = self.model.encode_images(feats.to(self.device), mask.to(self.device))
+        if self._uses_geometry:  # boxes as fractions of each image, as in training
+            feats, mask, boxes = stack_regions(regions, with_boxes=True)
+            boxes = boxes.to(self.device)
+        else:
+            (feats, mask), boxes = stack_regions(regions), None
+        img = self.model.encode_images(feats.to(self.device), mask.to(self.device), boxes)
         txt = self.model.encode_captions(batch.to(self.device))
         s = self.model.score(img, txt)
         return torch.stack([s.total, s.l2l, s.g2l, s.g2g], dim=-1).float().cpu().numpy()
@@ -611,7 +615,8 @@ class DemoPipeline:
         feats = regions.features.float().to(self.device)
         length = int(batch.lengths[m])
         tokens = batch.tokens[m, :length].to(self.device)
-        expl = self.model.explain(feats, None, tokens, length)
+        boxes = stack_regions([regions], with_boxes=True)[2][0] if self._uses_geometry else None
+        expl = self.model.explain(feats, None, tokens, length, boxes=boxes)
         return from_model_explanation(
             expl,
             caption=caption,
@@ -624,6 +629,11 @@ class DemoPipeline:
             step_weights=self.step_weights,
             enabled=self.enabled,
         )
+
+    @property
+    def _uses_geometry(self) -> bool:
+        """Whether the model reads region boxes (``ModelConfig.use_geometry``)."""
+        return bool(getattr(getattr(self.model, "cfg", None), "use_geometry", False))
 
     def vocabulary(self) -> list[str] | None:
         """The words the model knows (its word vocabulary, without ``<pad>``/``<unk>``), or None

@@ -96,6 +96,7 @@ def make_checkpoint(
     extra: dict | None = None,
     max_words: int = 12,
     seed: int = 0,
+    geometry: bool = False,
 ) -> Path:
     """Save a tiny random GRU SHAN (vocabulary from :data:`CAPTIONS`) to ``out_dir``."""
     from shan.checkpoint import save_checkpoint
@@ -106,7 +107,12 @@ def make_checkpoint(
     torch.manual_seed(seed)
     vocab = Vocabulary.build(CAPTIONS)
     cfg = ModelConfig(
-        img_dim=img_dim, embed_dim=32, vocab_size=len(vocab), word_dim=16, max_words=max_words
+        img_dim=img_dim,
+        embed_dim=32,
+        vocab_size=len(vocab),
+        word_dim=16,
+        max_words=max_words,
+        use_geometry=geometry,
     )
     model = SHAN(cfg)
     return save_checkpoint(out_dir, model, vocab, extra=extra)
@@ -137,12 +143,13 @@ def make_fixture_app_checkpoint(root: Path) -> Path:
     return root / "shan"
 
 
-def make_pipeline(tmp: Path):
-    """A :class:`demo.pipeline.DemoPipeline` on a tiny random SHAN + :class:`FakeExtractor`."""
+def make_pipeline(tmp: Path, geometry: bool = False):
+    """A :class:`demo.pipeline.DemoPipeline` on a tiny random SHAN + :class:`FakeExtractor`
+    (``geometry``: a model that reads region boxes, ``ModelConfig.use_geometry``)."""
     from demo.pipeline import DemoPipeline
     from shan.checkpoint import load_checkpoint
 
-    ckpt = make_checkpoint(tmp / "ckpt", img_dim=16)
+    ckpt = make_checkpoint(tmp / "ckpt", img_dim=16, geometry=geometry)
     loaded = load_checkpoint(ckpt)
     return DemoPipeline(loaded.model, loaded.text, FakeExtractor(16), "cpu", description="fixture")
 

@@ -83,6 +83,30 @@ def test_match_ranks_and_explains(pipe, img_path):
     assert r.image.size == Image.open(img_path).size
 
 
+def test_geometry_model_gets_each_regions_box_as_fractions_of_its_image(tmp_path, img_path):
+    """A model with ``use_geometry`` is scored in the app as in training: with every region's
+    box divided by the image size — Match's scores, its explanations and Search agree."""
+    from shan.detect.base import stack_regions
+
+    pipe = make_pipeline(tmp_path, geometry=True)
+    caps = ["a red circle left of a blue square", "a blue square left of a red circle"]
+    r = pipe.match(str(img_path), "\n".join(caps))
+    feats, mask, boxes = stack_regions([r.regions], with_boxes=True)
+    assert float(boxes.max()) <= 1.0 and float(boxes[0, :, 2].max()) > 0.3  # fractions, not px
+    batch = pipe._encode_text(caps)
+    with torch.inference_mode():
+        img = pipe.model.encode_images(feats, mask, boxes)
+        want = pipe.model.score(img, pipe.model.encode_captions(batch)).total[0].numpy()
+        flipped = boxes.clone()
+        flipped[..., [0, 2]] = 1.0 - boxes[..., [2, 0]]  # the mirrored layout scores differently
+        img_f = pipe.model.encode_images(feats, mask, flipped)
+        other = pipe.model.score(img_f, pipe.model.encode_captions(batch)).total[0].numpy()
+    np.testing.assert_allclose(r.scores[:, 0], want, atol=1e-4)
+    assert np.abs(other - want).max() > 1e-4
+    for m in range(2):
+        np.testing.assert_allclose(pipe.explain(r, m).scores["total"], want[m], atol=1e-4)
+
+
 def test_match_does_not_keep_state(pipe, img_path):
     a = pipe.match(str(img_path), "a red circle")
     b = pipe.match(scene(seed=3), "a red circle\na blue square")
