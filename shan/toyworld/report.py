@@ -359,6 +359,16 @@ def write_model_card(metrics: dict, path: Path) -> None:
                 f"- full − {name}: {gap:.1f} std of rSum "
                 f"({'more' if gap > 2 else '**not** more'} than 2)."
             )
+    else:
+        lines += [
+            "",
+            "## Ablations",
+            "Not trained in this run, so the four-model comparison (paper SHAN, + geometry, + hard "
+            "negatives, both) and the single-step models are **not measured** here, and the target "
+            "'the full model beats every single-step model by more than 2 std' is unverified. "
+            "Train them on this run's features with `python scripts/reproduce_toyworld.py --out "
+            "<this run's directory> --reuse --ablations-only` (3 seeds by default).",
+        ]
     caps = metrics.get("capabilities", {})
     lines += ["", "## What the model knows / does not know (from the targets above)"]
     for key, title in (("knows", "Knows"), ("does_not_know", "Does not know")):
