@@ -169,6 +169,15 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def _shown_path(path: Path) -> str:
+    """A path as recorded in metrics.json: relative to the repository when inside it (a model
+    card must not carry the paths of the machine that trained it)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 class Timer:
     """Collects wall-clock seconds per stage and prints them as they finish."""
 
@@ -813,7 +822,7 @@ def run(argv: list[str] | None = None) -> int:
         "notes": notes,
         "switches": {"geometry": bool(model_kw), "hard_negatives": train_kw.get("hard_negatives")},
         "settings": {
-            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            **{k: (_shown_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "world": world_config(args).to_dict(),
             "feature_dim": det.feature_dim,
             "classes": det.classes,
