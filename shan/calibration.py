@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from shan.errors import ShanError
+from shan.files import read_json
 
 CALIBRATION_NAME = "calibration.json"
 FORMAT_VERSION = 1
@@ -433,10 +434,7 @@ def load_calibration(directory: str | Path) -> Calibration | None:
     path = Path(directory) / CALIBRATION_NAME
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CalibrationError(f"cannot read {path}: {err}") from None
+    data = read_json(path, CalibrationError)
     try:
         return Calibration.from_dict(data)
     except CalibrationError as err:

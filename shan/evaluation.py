@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shan.calibration import model_enabled_steps
 from shan.data.precomp import CAPS_PER_IMAGE, DataError, SplitArrays, load_split_arrays
 from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary
 from shan.errors import ShanError
@@ -419,7 +420,7 @@ def evaluate_arrays(
         "all": metrics_from_sims(sims),
     }
     if calibrate:
-        from shan.calibration import calibrate_scores, model_enabled_steps
+        from shan.calibration import calibrate_scores
 
         result["calibration"] = calibrate_scores(
             out,
@@ -606,35 +607,49 @@ def negative_accuracy(
             types.append(neg["type"])
     boxes = arrays.normalized_boxes() if uses_geometry(model) else None
     sc = score_pairs(model, text, arrays.feats, arrays.masks, owner, caps, boxes, device, img_group)
-    cfg = getattr(model, "cfg", None)
-    enabled = {
-        "total": True,
-        "l2l": bool(getattr(cfg, "use_l2l", True)),
-        "g2l": bool(getattr(cfg, "use_g2l", True)),
-        "g2g": bool(getattr(cfg, "use_g2g", True)),
-    }
     n_true = len(arrays.captions)
-    pos_idx = np.asarray(pos_of, dtype=np.int64)
-    wins = {
-        key: sc[key][pos_idx] > sc[key][n_true:] if len(pos_idx) else np.zeros(0, dtype=bool)
-        for key in STEP_SCORE_KEYS
-    }
-    type_arr = np.asarray(types, dtype=object)
-
-    def summary(sel: np.ndarray) -> dict[str, Any]:
-        n = int(sel.sum())
-        res: dict[str, Any] = {"n": n}
-        for key in STEP_SCORE_KEYS:
-            ok = enabled[key] and n > 0
-            res[key] = float(wins[key][sel].mean()) if ok else float("nan")
-        return res
-
-    per_type = {t: summary(type_arr == t) for t in sorted(set(types))}
+    neg_scores = {key: v[n_true:] for key, v in sc.items()}
+    pos_scores = {key: v[np.asarray(pos_of, dtype=np.int64)] for key, v in sc.items()}
+    per_type = pair_accuracy(model, pos_scores, neg_scores, types)
     return {
         "per_type": per_type,
-        "all": summary(np.ones(len(types), dtype=bool)),
-        "steps": [k for k in STEP_SCORE_KEYS if enabled[k]],
+        "all": pair_accuracy(model, pos_scores, neg_scores, ["all"] * len(types)).get(
+            "all", {"n": 0, **dict.fromkeys(STEP_SCORE_KEYS, float("nan"))}
+        ),
+        "steps": [k for k, on in model_enabled_steps(model).items() if on],
     }
+
+
+def pair_accuracy(
+    model: torch.nn.Module,
+    pos: dict[str, np.ndarray],
+    neg: dict[str, np.ndarray],
+    groups: Sequence[str],
+) -> dict[str, dict[str, Any]]:
+    """How often the first of each minimal pair scores higher, per group and step.
+
+    Args:
+        model: the SHAN that scored them (a step it does not use gets NaN).
+        pos, neg: ``{"total", "l2l", "g2l", "g2g"}`` → ``(P,)`` scores of the true side and the
+            changed side of ``P`` pairs (e.g. from :func:`score_pairs`).
+        groups: ``P`` group names (e.g. each pair's negative type).
+
+    Returns:
+        ``{group: {"n": pairs, "total": acc, "l2l": ..., "g2l": ..., "g2g": ...}}`` in sorted group
+        order; a pair is won only when strictly higher (**a tie loses**).
+    """
+    enabled = model_enabled_steps(model)
+    names = np.asarray(list(groups), dtype=object)
+    out: dict[str, dict[str, Any]] = {}
+    for g in sorted(set(names.tolist())):
+        sel = names == g
+        n = int(sel.sum())
+        row: dict[str, Any] = {"n": n}
+        for key in STEP_SCORE_KEYS:
+            wins = np.asarray(pos[key])[sel] > np.asarray(neg[key])[sel]
+            row[key] = float(wins.mean()) if enabled[key] and n else float("nan")
+        out[g] = row
+    return out
 
 
 @torch.no_grad()
@@ -695,6 +710,7 @@ __all__ = [
     "i2t_ranks",
     "metrics_from_sims",
     "negative_accuracy",
+    "pair_accuracy",
     "score_pairs",
     "t2i",
     "t2i_ranks",

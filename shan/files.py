@@ -6,15 +6,18 @@
 * :func:`check_writable_dir` / :func:`check_writable_file` — find out *before* hours of work whether
   the output can be written (a file is really created and removed), raising the ``OSError`` the
   write would have raised.
+* :func:`read_json` — read back a JSON file, any failure raised as the caller's error.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def temp_name(path: str | Path) -> Path:
@@ -76,4 +79,23 @@ def check_writable_file(path: str | Path) -> Path:
     return p
 
 
-__all__ = ["atomic_path", "check_writable_dir", "check_writable_file", "temp_name", "write_text"]
+def read_json(path: str | Path, error: type[Exception]) -> Any:
+    """The JSON value in ``path`` (UTF-8).
+
+    Raises:
+        error: ``"cannot read {path}: ..."`` when the file cannot be read or parsed.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"cannot read {path}: {e}") from None
+
+
+__all__ = [
+    "atomic_path",
+    "check_writable_dir",
+    "check_writable_file",
+    "read_json",
+    "temp_name",
+    "write_text",
+]

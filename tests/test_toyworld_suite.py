@@ -40,8 +40,9 @@ def _split(ids: list[str], first: list[float], records: list[dict]) -> ToySplit:
     feats = np.zeros((n, 2, 4), dtype=np.float32)
     feats[:, 0, 0] = first
     boxes = np.zeros((n, 2, 4), dtype=np.float32)
+    captions = [c["text"] for r in records for c in r["captions"]]  # as the precomp files hold
     arrays = SplitArrays(
-        feats, np.ones((n, 2), bool), [], boxes, ids, np.full(n, 2), Path("."), "t"
+        feats, np.ones((n, 2), bool), captions, boxes, ids, np.full(n, 2), Path("."), "t"
     )
     return ToySplit(arrays, records, boxes, None)
 
@@ -58,8 +59,15 @@ class _Text:
             if t not in self.texts:
                 self.texts.append(t)
             ids.append(self.texts.index(t))
-        return type("B", (), {"tokens": torch.tensor(ids).view(-1, 1),
-                              "lengths": torch.ones(len(ids), dtype=torch.long)})()  # fmt: skip
+        return _Batch(torch.tensor(ids).view(-1, 1), torch.ones(len(ids), dtype=torch.long))
+
+
+class _Batch:
+    def __init__(self, tokens, lengths) -> None:
+        self.tokens, self.lengths = tokens, lengths
+
+    def to(self, device):
+        return self
 
 
 class _TruthModel:
@@ -71,10 +79,15 @@ class _TruthModel:
         self.cfg = type("C", (), {"max_words": 64, "use_g2g": use_g2g})()
         self.d_of = {j: (i, k) for j, (i, k, _) in enumerate(distractor_ids(records))}
 
+    training = False
+
     def eval(self):
         return self
 
-    def encode_images(self, feats, mask):
+    def train(self, mode=True):
+        return self
+
+    def encode_images(self, feats, mask, boxes=None):
         return feats[:, 0, 0].long()
 
     def encode_captions(self, tokens, lengths):

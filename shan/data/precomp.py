@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 
 from shan.data.vocab import TokenBatch, TransformerTextProcessor, Vocabulary, tokenize
 from shan.errors import ShanError
-from shan.files import atomic_path, temp_name
+from shan.files import atomic_path, read_json, temp_name
 from shan.model.encoders import BoxError, normalize_boxes
 
 CAPS_PER_IMAGE = 5
@@ -464,10 +464,7 @@ def read_regions(folder: str | Path, split: str) -> list[dict[str, Any]] | None:
     path = Path(folder) / f"{split}_regions.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    data = read_json(path, DataError)
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f"{path}: expected a JSON list with one object per image")
     return data

@@ -21,18 +21,45 @@ float 0/1 once prepared; every image needs >= 1 real region and every caption >=
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from shan.model import fused_cpu
-from shan.model.alignment import EPS, AlignmentParams, cosine, masked_softmax
+from shan.model.alignment import EPS, AlignmentParams, GatedFusion, cosine, masked_softmax
+
+_P = TypeVar("_P", bound="_Prepared")
 
 
 @dataclass
-class PreparedImages:
+class _Prepared:
+    """The fields both sides share, for ``B`` items of ``K`` fragments each: ``mask (B, K)``,
+    ``count (B,)``, ``norm (B, K)``, ``proj (B, K, d)``, ``fuse_bias (B, K, 2d)``, ``att_src (B, K,
+    2d)``, ``gram (B, K, K)``, ``x_sum (B, d)``; :class:`PreparedImages` / :class:`PreparedCaptions`
+    add the fragments themselves and say what each field holds. Slice with ``[a:b]``."""
+
+    mask: torch.Tensor
+    count: torch.Tensor
+    norm: torch.Tensor
+    proj: torch.Tensor
+    fuse_bias: torch.Tensor
+    att_src: torch.Tensor
+    gram: torch.Tensor
+    x_sum: torch.Tensor
+
+    def __getitem__(self: _P, sl: slice) -> _P:
+        return type(self)(**{f: getattr(self, f)[sl] for f in self.__dataclass_fields__})
+
+    def __len__(self) -> int:
+        return int(self.mask.shape[0])
+
+
+@dataclass
+class PreparedImages(_Prepared):
     """Per-image quantities computed once for :func:`score_chunk` (slice with ``[a:b]``).
 
     ``v (N, k, d)`` zero-padded regions; ``mask (N, k)`` float 0/1; ``count (N,)`` real regions;
@@ -44,24 +71,10 @@ class PreparedImages:
     """
 
     v: torch.Tensor
-    mask: torch.Tensor
-    count: torch.Tensor
-    norm: torch.Tensor
-    proj: torch.Tensor
-    fuse_bias: torch.Tensor
-    att_src: torch.Tensor
-    gram: torch.Tensor
-    x_sum: torch.Tensor
-
-    def __getitem__(self, sl: slice) -> PreparedImages:
-        return PreparedImages(*(getattr(self, f)[sl] for f in self.__dataclass_fields__))
-
-    def __len__(self) -> int:
-        return int(self.v.shape[0])
 
 
 @dataclass
-class PreparedCaptions:
+class PreparedCaptions(_Prepared):
     """Per-caption quantities for :func:`score_chunk`, symmetric to :class:`PreparedImages`:
     ``t (M, n, d)``, ``mask (M, n)``, ``count (M,)``, ``norm (M, n)``, ``proj (M, n, d)``,
     ``fuse_bias (M, n, 2d)`` = [-t_j ; -(W_own^txt t_j + b_h)], ``att_src (M, n, 2d)`` =
@@ -69,17 +82,6 @@ class PreparedCaptions:
     ``x_sum (M, d)``."""
 
     t: torch.Tensor
-    mask: torch.Tensor
-    count: torch.Tensor
-    norm: torch.Tensor
-    proj: torch.Tensor
-    fuse_bias: torch.Tensor
-    att_src: torch.Tensor
-    gram: torch.Tensor
-    x_sum: torch.Tensor
-
-    def __getitem__(self, sl: slice) -> PreparedCaptions:
-        return PreparedCaptions(*(getattr(self, f)[sl] for f in self.__dataclass_fields__))
 
     def select(self, index: torch.Tensor, n_words: int) -> PreparedCaptions:
         """Captions ``index`` (long ``(Mc,)``), word axis trimmed to the first ``n_words``."""
@@ -89,9 +91,6 @@ class PreparedCaptions:
         out["att_src"] = _kernel_rows(out["att_src"][:, :n_words])
         out["gram"] = out["gram"][:, :n_words, :n_words].contiguous()
         return PreparedCaptions(**out)
-
-    def __len__(self) -> int:
-        return int(self.t.shape[0])
 
 
 def _kernel_rows(x: torch.Tensor) -> torch.Tensor:
@@ -132,38 +131,41 @@ def kernel_arguments(
     )
 
 
-def prepare_images(v: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) -> PreparedImages:
-    """``v (N, k, d)``, ``mask (N, k)`` bool -> :class:`PreparedImages` (O(N k d^2), once)."""
-    v = v.masked_fill(~mask[..., None], 0.0)
-    m = mask.to(v.dtype)
-    return PreparedImages(
-        v=v,
+def _prepare(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    project: Callable[[torch.Tensor], torch.Tensor],
+    own_fuse: GatedFusion,
+    other_fuse: GatedFusion,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One side's preparation: ``x (B, K, d)`` fragments, ``mask (B, K)`` bool, ``project`` that
+    side's affinity projection, ``own_fuse`` that side's gated fusion (its own part goes into
+    ``fuse_bias``), ``other_fuse`` the other side's (its attended part of ``x`` goes into
+    ``att_src``) -> zero-padded ``x (B, K, d)`` and the :class:`_Prepared` fields."""
+    x = x.masked_fill(~mask[..., None], 0.0)
+    m = mask.to(x.dtype)
+    return x, dict(
         mask=m,
         count=m.sum(-1),
-        norm=v.norm(dim=-1),
-        proj=p.affinity.project_images(v) * m[..., None],
-        fuse_bias=-torch.cat([v, p.fuse_img.own_part(v)], dim=-1),
-        att_src=_kernel_rows(torch.cat([v, -p.fuse_txt.attended_part(v)], dim=-1)),
-        gram=v @ v.transpose(-1, -2),
-        x_sum=v.sum(1),
+        norm=x.norm(dim=-1),
+        proj=project(x) * m[..., None],
+        fuse_bias=-torch.cat([x, own_fuse.own_part(x)], dim=-1),
+        att_src=_kernel_rows(torch.cat([x, -other_fuse.attended_part(x)], dim=-1)),
+        gram=x @ x.transpose(-1, -2),
+        x_sum=x.sum(1),
     )
+
+
+def prepare_images(v: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) -> PreparedImages:
+    """``v (N, k, d)``, ``mask (N, k)`` bool -> :class:`PreparedImages` (O(N k d^2), once)."""
+    v, fields = _prepare(v, mask, p.affinity.project_images, p.fuse_img, p.fuse_txt)
+    return PreparedImages(v=v, **fields)
 
 
 def prepare_captions(t: torch.Tensor, mask: torch.Tensor, p: AlignmentParams) -> PreparedCaptions:
     """``t (M, n, d)``, ``mask (M, n)`` bool -> :class:`PreparedCaptions` (O(M n d^2), once)."""
-    t = t.masked_fill(~mask[..., None], 0.0)
-    m = mask.to(t.dtype)
-    return PreparedCaptions(
-        t=t,
-        mask=m,
-        count=m.sum(-1),
-        norm=t.norm(dim=-1),
-        proj=p.affinity.project_words(t) * m[..., None],
-        fuse_bias=-torch.cat([t, p.fuse_txt.own_part(t)], dim=-1),
-        att_src=_kernel_rows(torch.cat([t, -p.fuse_img.attended_part(t)], dim=-1)),
-        gram=t @ t.transpose(-1, -2),
-        x_sum=t.sum(1),
-    )
+    t, fields = _prepare(t, mask, p.affinity.project_words, p.fuse_txt, p.fuse_img)
+    return PreparedCaptions(t=t, **fields)
 
 
 def _buffer(like: torch.Tensor, shape: tuple[int, ...], workspace: dict, key: str) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torchvision.ops import box_iou
 from shan.data.precomp import SplitArrays, load_split_dir, read_regions
 from shan.detect.toy import WHOLE_IMAGE_LABEL
 from shan.errors import ShanError
+from shan.evaluation import uses_geometry
 
 GROUNDING_ROLES = ("shape", "colour")
 _ROLE_ATTR = {"shape": "shape", "colour": "colour", "size": "size", "pattern": "pattern"}
@@ -88,11 +89,6 @@ def load_toy_split(precomp: str | Path, split: str, annotations: dict | None = N
             f"{d}/{split}_regions.json describes {len(regions)} of {arrays.n_images} images"
         )
     return ToySplit(arrays, records, np.array(arrays.boxes), regions)
-
-
-def uses_geometry(model: torch.nn.Module) -> bool:
-    """Whether ``model`` reads region boxes (``ModelConfig.use_geometry``)."""
-    return bool(getattr(getattr(model, "cfg", None), "use_geometry", False))
 
 
 def normalised_boxes(split: ToySplit, rows: Sequence[int] | slice) -> torch.Tensor:

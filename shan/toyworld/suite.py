@@ -39,8 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from shan.data.precomp import CAPS_PER_IMAGE
 from shan.errors import ShanError
-from shan.toyworld.metrics import ToySplit, encode_images, load_toy_split
+from shan.evaluation import negative_accuracy, pair_accuracy, score_pairs, uses_geometry
+from shan.toyworld.metrics import ToySplit, load_toy_split
 from shan.toyworld.negatives import (
     ABSENT,
     COLOUR_SWAP,
@@ -79,43 +81,14 @@ class SuiteError(ShanError, ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
-def _encode_texts(model: torch.nn.Module, text: Any, texts: Sequence[str], device: Any) -> Any:
-    max_words = int(getattr(getattr(model, "cfg", None), "max_words", 64))
-    batch = text.encode_batch(list(texts), max_words)
-    return model.encode_captions(batch.tokens.to(device), batch.lengths.to(device))
+def _rows(result: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Every row of ``names`` in order (a row without pairs: ``n = 0`` and NaN accuracies)."""
+    empty = {"n": 0, **dict.fromkeys(STEPS, math.nan)}
+    return {name: dict(result.get(name, empty)) for name in names}
 
 
-class _Tally:
-    """Wins per row and step (strictly greater = won); a step the model does not use is NaN."""
-
-    def __init__(self, rows: Sequence[str], model: Any) -> None:
-        from shan.calibration import model_enabled_steps
-
-        self.wins = {r: dict.fromkeys(STEPS, 0) for r in rows}
-        self.n = dict.fromkeys(rows, 0)
-        self.enabled = model_enabled_steps(model)
-
-    def add(self, row: str, pos: dict[str, float], neg: dict[str, float]) -> None:
-        self.n[row] += 1
-        for s in STEPS:
-            self.wins[row][s] += int(pos[s] > neg[s])
-
-    def merge(self, rows: Sequence[str]) -> dict[str, Any]:
-        n = sum(self.n[r] for r in rows)
-        return {
-            "n": n,
-            **{
-                s: (sum(self.wins[r][s] for r in rows) / n if n and self.enabled[s] else math.nan)
-                for s in STEPS
-            },
-        }
-
-    def table(self) -> dict[str, dict[str, Any]]:
-        return {r: self.merge([r]) for r in self.n}
-
-
-def _scores(sc: Any, i: int, j: int) -> dict[str, float]:
-    return {s: float(getattr(sc, s)[i, j]) for s in STEPS}
+def _n_rows(split: ToySplit, max_images: int | None) -> int:
+    return len(split.records) if max_images is None else min(max_images, len(split.records))
 
 
 @torch.no_grad()
@@ -131,33 +104,23 @@ def caption_negative_rows(
     for a step the model does not use).
 
     Each image's true captions and their typed negatives (annotation ``negatives[c]``) are scored
-    against the image; ``group`` images are scored together in one ``model.score`` call.
+    against the image by :func:`shan.evaluation.negative_accuracy`, ``group`` images per call;
+    ``max_images`` keeps the first images' negatives only.
     """
-    model.eval()
-    tally = _Tally(NEGATIVE_TYPES, model)
-    n_rows = len(split.records) if max_images is None else min(max_images, len(split.records))
-    for g0 in range(0, n_rows, group):
-        rows = list(range(g0, min(n_rows, g0 + group)))
-        texts: list[str] = []
-        pairs: list[tuple[int, int, int, str]] = []  # (image in group, true col, neg col, type)
-        for gi, i in enumerate(rows):
-            rec = split.records[i]
-            negs = rec.get("negatives") or []
-            for c, cap in enumerate(rec["captions"]):
-                pos_col = len(texts)
-                texts.append(cap["text"])
-                for neg in negs[c] if c < len(negs) else []:
-                    if neg.get("type") in tally.n:
-                        pairs.append((gi, pos_col, len(texts), neg["type"]))
-                        texts.append(neg["text"])
-        if not pairs:
-            continue
-        img = encode_images(model, split, rows, device)
-        sc = model.score(img, _encode_texts(model, text, texts, device))
-        sc = type(sc)(*(t.float().cpu() for t in sc))
-        for gi, pc, nc, typ in pairs:
-            tally.add(typ, _scores(sc, gi, pc), _scores(sc, gi, nc))
-    return tally.table()
+    if len(split.arrays.captions) != CAPS_PER_IMAGE * len(split.records):
+        raise SuiteError(
+            f"{split.arrays.path}: {len(split.arrays.captions)} captions for "
+            f"{len(split.records)} annotated images (expected {CAPS_PER_IMAGE} each)"
+        )
+    n_rows = _n_rows(split, max_images)
+    negatives: list[list[dict]] = []
+    for i, rec in enumerate(split.records):
+        negs = rec.get("negatives") or []
+        for c in range(CAPS_PER_IMAGE):
+            mine = negs[c] if i < n_rows and c < len(negs) else []
+            negatives.append([n for n in mine if n.get("type") in NEGATIVE_TYPES])
+    res = negative_accuracy(model, text, split.arrays, negatives, device, img_group=group)
+    return _rows(res["per_type"], NEGATIVE_TYPES)
 
 
 def distractor_ids(records: Sequence[dict]) -> list[tuple[int, int, str]]:
@@ -181,37 +144,33 @@ def distractor_rows(
     max_images: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One row per distractor kind: does the true image beat its distractor on the captions the
-    distractor falsifies? ``distractors``: the extracted distractor images (ids ``<id>#<k>``)."""
-    model.eval()
-    tally = _Tally(DISTRACTOR_TYPES, model)
+    distractor falsifies? ``distractors``: the extracted distractor images (ids ``<id>#<k>``).
+    Both sides are scored by :func:`shan.evaluation.score_pairs`."""
     row_of = {d: j for j, d in enumerate(distractors.arrays.ids or [])}
-    n_rows = len(split.records) if max_images is None else min(max_images, len(split.records))
-    for g0 in range(0, n_rows, group):
-        rows = list(range(g0, min(n_rows, g0 + group)))
-        d_rows: list[int] = []
-        pairs: list[tuple[int, int, int, str]] = []  # (true image, distractor image, caption, kind)
-        texts: list[str] = []
-        for gi, i in enumerate(rows):
-            rec = split.records[i]
-            first = len(texts)
-            texts += [c["text"] for c in rec["captions"]]
-            for k, d in enumerate(rec.get("distractors") or []):
-                j = row_of.get(f"{rec['id']}#{k}")
-                if j is None or d.get("type") not in tally.n:
-                    continue
-                for c in d.get("false_captions") or []:
-                    pairs.append((gi, len(d_rows), first + int(c), d["type"]))
-                d_rows.append(j)
-        if not pairs:
-            continue
-        txt = _encode_texts(model, text, texts, device)
-        st = model.score(encode_images(model, split, rows, device), txt)
-        sd = model.score(encode_images(model, distractors, d_rows, device), txt)
-        st = type(st)(*(t.float().cpu() for t in st))
-        sd = type(sd)(*(t.float().cpu() for t in sd))
-        for gi, dj, c, kind in pairs:
-            tally.add(kind, _scores(st, gi, c), _scores(sd, dj, c))
-    return tally.table()
+    true_rows: list[int] = []
+    fake_rows: list[int] = []
+    captions: list[str] = []
+    kinds: list[str] = []
+    for i, rec in enumerate(split.records[: _n_rows(split, max_images)]):
+        for k, d in enumerate(rec.get("distractors") or []):
+            j = row_of.get(f"{rec['id']}#{k}")
+            if j is None or d.get("type") not in DISTRACTOR_TYPES:
+                continue
+            for c in d.get("false_captions") or []:
+                true_rows.append(i)
+                fake_rows.append(j)
+                captions.append(rec["captions"][int(c)]["text"])
+                kinds.append(d["type"])
+
+    def scores(side: ToySplit, rows: list[int]) -> dict[str, np.ndarray]:
+        a = side.arrays
+        boxes = a.normalized_boxes() if uses_geometry(model) else None
+        return score_pairs(model, text, a.feats, a.masks, rows, captions, boxes, device, group)
+
+    if not kinds:
+        return _rows({}, DISTRACTOR_TYPES)
+    found = pair_accuracy(model, scores(split, true_rows), scores(distractors, fake_rows), kinds)
+    return _rows(found, DISTRACTOR_TYPES)
 
 
 def group_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
