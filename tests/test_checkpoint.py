@@ -292,9 +292,9 @@ def _bundle_scores(bundle, caps=("a red circle", "a blue square left of a green 
     from shan.detect.base import stack_regions
 
     regions = _scene_regions(bundle.extractor)
-    feats, mask = stack_regions(regions)
+    feats, mask, boxes = stack_regions(regions, with_boxes=True)  # read by geometry models only
     with torch.no_grad():
-        img = bundle.model.encode_images(feats, mask)
+        img = bundle.model.encode_images(feats, mask, boxes)
         cap = bundle.model.encode_captions(bundle.text.encode_batch(list(caps), 16))
         return bundle.model.score(img, cap).total
 

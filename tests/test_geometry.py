@@ -21,7 +21,6 @@ from shan.model import SHAN
 from shan.model.alignment import align_pair
 from shan.model.encoders import BoxError, box_features, normalize_boxes
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "shan"
 VOCAB = ["<pad>", "<unk>", "a", "red", "circle", "left", "of", "blue", "star"]
 
 
@@ -216,16 +215,25 @@ def test_explain_and_forward_take_boxes() -> None:
 # ------------------------------------------------------------------ checkpoints
 
 
-def test_shipped_checkpoint_without_geometry_scores_as_the_paper_model() -> None:
-    """The shipped checkpoint (saved before geometry existed) loads with geometry off and scores
+def test_checkpoint_saved_before_geometry_scores_as_the_paper_model(tmp_path: Path) -> None:
+    """A checkpoint whose config predates the geometry fields loads with geometry off and scores
     exactly what the paper's encoder ``normalize(W f + b)`` + the reference steps give."""
-    loaded = load_checkpoint(SHIPPED)
+    import json
+
+    paper = SHAN(dataclasses.replace(geo_cfg(), use_geometry=False)).eval()
+    ck = save_checkpoint(tmp_path / "old", paper, Vocabulary(VOCAB[2:]))
+    cfg_path = Path(ck) / "config.json"
+    data = json.loads(cfg_path.read_text())
+    for key in [k for k in data["model"] if k.startswith("geometry") or k == "use_geometry"]:
+        del data["model"][key]  # as written before the switch existed
+    cfg_path.write_text(json.dumps(data))
+    loaded = load_checkpoint(ck)
     model = loaded.model
     assert loaded.config.use_geometry is False
     g = torch.Generator().manual_seed(1)
     feats = 30 * torch.randn(2, 5, loaded.config.img_dim, generator=g)
     mask = torch.ones(2, 5, dtype=torch.bool)
-    batch = loaded.text.encode_batch(["a red circle left of a blue star"], 64)
+    batch = loaded.text.encode_batch([" ".join(VOCAB[2:6])], 64)
     with torch.no_grad():
         img = model.encode_images(feats, mask, torch.rand(2, 5, 4))  # boxes ignored
         txt = model.encode_captions(batch)
