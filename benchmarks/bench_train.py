@@ -35,6 +35,7 @@ from benchmarks.scan_reference import ScanStyle  # noqa: E402
 from shan.config import ModelConfig  # noqa: E402
 from shan.device import resolve_device  # noqa: E402
 from shan.model import SHAN, ContrastiveLoss  # noqa: E402
+from shan.train import optimizer_step  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -71,18 +72,7 @@ def trainer(model: torch.nn.Module, forward, device: torch.device, dtype, margin
         ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
         with ctx:
             loss = criterion(forward(batch).float())
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 2.0)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        optimizer_step(loss, optimizer, params, 2.0, scaler)  # what shan.train does per batch
         return float(loss.detach())
 
     return step

@@ -246,6 +246,30 @@ def _autocast_setup(
     return torch.float16, torch.amp.GradScaler("cuda")
 
 
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    params: Any,
+    grad_clip: float,
+    scaler: Any = None,
+) -> None:
+    """One update from ``loss``: zero the gradients, backward (scaled when ``scaler``, a
+    ``torch.amp.GradScaler``, is given), clip the gradient norm to ``grad_clip`` (> 0) and step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def train(
     model_cfg: ModelConfig,
     data_cfg: DataConfig,
@@ -478,19 +502,7 @@ def train(
                             won = (pos.view(-1, 1) > ns) & neg_mask
                             neg_wins += int(won.sum())
                             neg_count += int(neg_mask.sum())
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if train_cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            optimizer_step(loss, optimizer, params, train_cfg.grad_clip, scaler)
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 raise TrainingError(
