@@ -36,6 +36,7 @@ from shan.data.vocab import Vocabulary
 from shan.detect.base import RegionExtractor, Regions, stack_regions
 from shan.device import resolve_device
 from shan.errors import ShanError
+from shan.evaluation import uses_geometry
 from shan.explain import (
     CaptionComparison,
     StepExplanation,
@@ -600,7 +601,7 @@ class DemoPipeline:
     @torch.inference_mode()
     def _score(self, regions: list[Regions], batch: Any) -> np.ndarray:
         """All image × caption scores: ``(N, M, 4)`` with ``total, l2l, g2l, g2g``."""
-        if self._uses_geometry:  # boxes as fractions of each image, as in training
+        if uses_geometry(self.model):  # boxes as fractions of each image, as in training
             feats, mask, boxes = stack_regions(regions, with_boxes=True)
             boxes = boxes.to(self.device)
         else:
@@ -615,7 +616,9 @@ class DemoPipeline:
         feats = regions.features.float().to(self.device)
         length = int(batch.lengths[m])
         tokens = batch.tokens[m, :length].to(self.device)
-        boxes = stack_regions([regions], with_boxes=True)[2][0] if self._uses_geometry else None
+        boxes = None
+        if uses_geometry(self.model):  # boxes as fractions of the image, as in training
+            boxes = stack_regions([regions], with_boxes=True)[2][0]
         expl = self.model.explain(feats, None, tokens, length, boxes=boxes)
         return from_model_explanation(
             expl,
@@ -629,11 +632,6 @@ class DemoPipeline:
             step_weights=self.step_weights,
             enabled=self.enabled,
         )
-
-    @property
-    def _uses_geometry(self) -> bool:
-        """Whether the model reads region boxes (``ModelConfig.use_geometry``)."""
-        return bool(getattr(getattr(self.model, "cfg", None), "use_geometry", False))
 
     def vocabulary(self) -> list[str] | None:
         """The words the model knows (its word vocabulary, without ``<pad>``/``<unk>``), or None
